@@ -1,0 +1,238 @@
+// Package admin is Airlock's admin HTTP API: list and inspect images,
+// approve, revoke and rescan them, read the audit log; plus the health,
+// readiness and Prometheus endpoints. It listens apart from the registry
+// API and requires a bearer token on /api/.
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/storage/state"
+)
+
+// maxBodyBytes bounds admin request bodies.
+const maxBodyBytes = 64 << 10
+
+// ActionRequest is the body of POST /api/v1/{approve,revoke,rescan}.
+type ActionRequest struct {
+	// Image is "<upstream>/<repo>@<digest>" or "<upstream>/<repo>:<tag>".
+	Image string `json:"image"`
+	// Reason is recorded in the audit log and shown to clients.
+	Reason string `json:"reason"`
+	// Actor optionally names the person acting; recorded as "admin:<actor>".
+	Actor string `json:"actor,omitempty"`
+}
+
+// ImageDetail is the answer of GET /api/v1/images/<image>.
+type ImageDetail struct {
+	Image state.Image   `json:"image"`
+	Job   *state.Job    `json:"job,omitempty"`
+	Audit []state.Entry `json:"audit"`
+}
+
+// Server is the admin API.
+type Server struct {
+	engine *gate.Engine
+	store  *state.Store
+	token  [32]byte
+	ready  func() error
+	log    *slog.Logger
+}
+
+// New returns the admin API. token must not be empty; ready reports
+// whether Airlock can serve (checked by /readyz).
+func New(engine *gate.Engine, store *state.Store, token string, ready func() error, log *slog.Logger) (*Server, error) {
+	if token == "" {
+		return nil, errors.New("admin API: no token configured (set admin.token or AIRLOCK_ADMIN_TOKEN)")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{engine: engine, store: store, token: sha256.Sum256([]byte(token)), ready: ready, log: log}, nil
+}
+
+// Handler returns the admin HTTP handler.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.SkipClean(true)
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.HandleFunc("/readyz", s.readyz)
+	r.Handle("/metrics", promhttp.Handler())
+	api := r.PathPrefix("/api/v1").Subrouter()
+	api.Use(s.auth)
+	api.HandleFunc("/images", s.listImages).Methods(http.MethodGet)
+	api.HandleFunc("/images/{image:.+}", s.showImage).Methods(http.MethodGet)
+	api.HandleFunc("/approve", s.action(s.engine.Approve)).Methods(http.MethodPost)
+	api.HandleFunc("/revoke", s.action(s.engine.Revoke)).Methods(http.MethodPost)
+	api.HandleFunc("/rescan", s.action(s.engine.Rescan)).Methods(http.MethodPost)
+	api.HandleFunc("/audit", s.audit).Methods(http.MethodGet)
+	api.HandleFunc("/jobs", s.jobs).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeErr(w, http.StatusNotFound, errors.New("no such endpoint"))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeErr(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
+	})
+	return r
+}
+
+// auth requires "Authorization: Bearer <token>". The comparison is
+// constant-time over hashes, so neither content nor length leaks.
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+			// Never log what was sent: it may be a mistyped real token.
+			s.log.Warn("admin API: request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock-admin"`)
+			writeErr(w, http.StatusUnauthorized, errors.New("a valid bearer token is required"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	st := state.State(r.URL.Query().Get("state"))
+	if st != "" && !st.Valid() {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("unknown state %q", st))
+		return
+	}
+	imgs, err := s.store.Images(st)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	if imgs == nil {
+		imgs = []state.Image{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"images": imgs})
+}
+
+func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
+	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	img, err := s.store.Image(ref)
+	if err != nil {
+		writeErr(w, statusOf(err), fmt.Errorf("%s: %w", ref, err))
+		return
+	}
+	d := ImageDetail{Image: img}
+	if job, err := s.store.Job(ref); err == nil {
+		d.Job = &job
+	}
+	if d.Audit, err = s.store.Audit(ref.String(), 200); err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) action(do func(state.Ref, string, string) (state.Image, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req ActionRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+			return
+		}
+		ref, err := s.engine.ParseImage(req.Image)
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		actor := "admin"
+		if req.Actor != "" {
+			actor += ":" + req.Actor
+		}
+		img, err := do(ref, actor, req.Reason)
+		if err != nil {
+			writeErr(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, img)
+	}
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("limit %q: want a whole number", v))
+			return
+		}
+		limit = n
+	}
+	entries, err := s.store.Audit(r.URL.Query().Get("image"), limit)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	if entries == nil {
+		entries = []state.Entry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+}
+
+func (s *Server) jobs(w http.ResponseWriter, _ *http.Request) {
+	jobs, err := s.store.Jobs()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	if jobs == nil {
+		jobs = []state.Job{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs, "time": time.Now().UTC()})
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, state.ErrConflict), errors.Is(err, gate.ErrNotFetched):
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,71 @@
+// Command airlock is a pull-through proxy for OCI / Docker registries with a
+// quarantine gate. `airlock serve` runs it; the other subcommands talk to a
+// running instance's admin API.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `airlock: a pull-through registry proxy with a quarantine gate
+
+Usage:
+  airlock serve [--config airlock.yaml]     run the proxy (embedded defaults without a file)
+  airlock version                           print the version
+  airlock images list [--state STATE]       list images Airlock knows
+  airlock images show IMAGE                 show one image with its audit trail
+  airlock approve IMAGE [--reason TEXT]     approve an image (serve it)
+  airlock revoke IMAGE [--reason TEXT]      revoke an image (stop serving it at once)
+  airlock rescan IMAGE [--reason TEXT]      re-run the checks on an image
+  airlock audit [--image IMAGE] [--limit N] print the audit log, newest first
+  airlock jobs                              list the pipeline queue
+
+IMAGE is <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>,
+e.g. docker.io/library/alpine:3.20.
+
+Admin commands reach the admin API at $AIRLOCK_ADMIN_URL (default
+http://127.0.0.1:5001) with the token in $AIRLOCK_ADMIN_TOKEN or --token-file.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "airlock:", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(int(ee))
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError carries a specific exit status.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError(2)
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version":
+		fmt.Fprintln(stdout, "airlock", version)
+		return nil
+	case "images", "approve", "revoke", "rescan", "audit", "jobs":
+		return adminCommand(args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/airlockproxy/airlock/admin"
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/proxy"
+	"github.com/airlockproxy/airlock/storage/content"
+	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/upstream"
+)
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "YAML config file (embedded defaults when empty)")
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	cfg, err := config.Load(*file)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	store, err := state.Open(filepath.Join(cfg.DataDir, "airlock.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	params := map[string]any{}
+	for k, v := range cfg.Storage.Parameters {
+		params[k] = v
+	}
+	if cfg.Storage.Driver == "filesystem" && params["rootdirectory"] == nil {
+		params["rootdirectory"] = filepath.Join(cfg.DataDir, "content")
+	}
+	cs, err := content.New(ctx, cfg.Storage.Driver, params)
+	if err != nil {
+		return err
+	}
+	// Uploads a kill interrupted are garbage; their jobs run again.
+	if err := cs.CleanUploads(ctx); err != nil {
+		return err
+	}
+
+	ups, err := upstream.NewSet(cfg.Upstreams, upstream.WithUserAgent("airlock/"+version))
+	if err != nil {
+		return err
+	}
+	fetch, err := gate.NewFetchStep(ups, cs, store, cfg.Gate.Platforms, cfg.Limits.MaxManifestBytes)
+	if err != nil {
+		return fmt.Errorf("gate.platforms: %w", err)
+	}
+	policy, err := gate.NewPolicyStep(cfg.Gate.Policy)
+	if err != nil {
+		return err
+	}
+	if cfg.Gate.Policy == config.PolicyAuto {
+		log.Warn("gate.policy is auto: images are approved without any check; use it for tests only")
+	}
+	engine := gate.New(store, cfg.Gate, []gate.Step{fetch, policy}, gate.WithLogger(log))
+	promauto.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "airlock_queue_depth",
+		Help: "Jobs waiting in or running from the pipeline queue.",
+	}, func() float64 { return float64(store.QueueDepth()) })
+
+	registry := proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log))
+	servers := []*http.Server{newServer(cfg.Listen, registry.Handler(), log)}
+	apis := []string{"registry"}
+
+	ready := func() error {
+		_, err := store.Images(state.StateFetching)
+		return err
+	}
+	if cfg.Admin.Token == "" {
+		log.Error("admin API disabled: no token; set admin.token or AIRLOCK_ADMIN_TOKEN to enable it")
+	} else {
+		adm, err := admin.New(engine, store, cfg.Admin.Token, ready, log)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, newServer(cfg.Admin.Listen, adm.Handler(), log))
+		apis = append(apis, "admin")
+	}
+
+	var lns []net.Listener
+	for _, srv := range servers {
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("listen %s: %w", srv.Addr, err)
+		}
+		lns = append(lns, ln)
+	}
+
+	var wg sync.WaitGroup
+	engineCtx, stopEngine := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		engine.Run(engineCtx)
+	}()
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		log.Info("listening", "addr", lns[i].Addr().String(), "api", apis[i])
+		go func() {
+			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	log.Info("airlock started", "version", version, "data_dir", cfg.DataDir, "storage", cfg.Storage.Driver,
+		"policy", cfg.Gate.Policy, "tag_mode", cfg.Gate.TagMode, "upstreams", len(cfg.Upstreams))
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("server failed", "err", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(shutdownCtx)
+	}
+	stopEngine()
+	wg.Wait()
+	return err
+}
+
+// newServer sets timeouts that bound slow or idle clients; there is no
+// write timeout because large blobs legitimately stream for minutes.
+func newServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

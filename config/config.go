@@ -1,0 +1,419 @@
+// Package config holds Airlock's configuration: the YAML file format, the
+// embedded defaults that make `airlock serve` work with no file at all, and
+// validation that names the offending field.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Policy names accepted in gate.policy.
+const (
+	// PolicyManual holds every fetched image in quarantine until an admin approves it.
+	PolicyManual = "manual"
+	// PolicyAuto approves an image as soon as every configured step has passed.
+	// With no scan or sign step configured that means "approve after fetch":
+	// meant for tests and benchmarks, never for production.
+	PolicyAuto = "auto"
+)
+
+// Tag modes accepted in gate.tag_mode.
+const (
+	// TagModeLastApproved serves the last approved digest of a tag while the
+	// digest the tag now points to upstream is in quarantine.
+	TagModeLastApproved = "last-approved"
+	// TagModeStrict serves a tag only when its current upstream digest is approved.
+	TagModeStrict = "strict"
+)
+
+// DockerHubName is the upstream name Docker Hub is known by; single-component
+// repositories on it get the implicit "library/" prefix.
+const DockerHubName = "docker.io"
+
+// Config is the whole of airlock.yaml.
+type Config struct {
+	// Listen is the registry API listen address.
+	Listen string `yaml:"listen"`
+	// DataDir holds the bbolt state file and, with the filesystem driver,
+	// the content store.
+	DataDir string `yaml:"data_dir"`
+	// Storage selects the content store's distribution storage driver.
+	Storage Storage `yaml:"storage"`
+	// Admin configures the admin API listener.
+	Admin Admin `yaml:"admin"`
+	// Upstreams lists the registries Airlock pulls from.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Gate configures the quarantine pipeline and serving rules.
+	Gate Gate `yaml:"gate"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Limits bounds what Airlock accepts from clients and upstreams.
+	Limits Limits `yaml:"limits"`
+}
+
+// Storage selects a distribution v3 storage driver by name with its
+// driver-specific parameters (the same keys distribution's config uses).
+type Storage struct {
+	// Driver is a registered distribution driver name: "filesystem" (default) or "inmemory".
+	Driver string `yaml:"driver"`
+	// Parameters are passed to the driver factory. For "filesystem" the
+	// rootdirectory defaults to <data_dir>/content.
+	Parameters map[string]any `yaml:"parameters"`
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	// Listen is the admin API listen address; keep it private.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token the admin API requires. The environment
+	// variable AIRLOCK_ADMIN_TOKEN overrides it.
+	Token string `yaml:"token"`
+}
+
+// Upstream is one registry Airlock pulls from.
+type Upstream struct {
+	// Name is the registry host clients know, e.g. "docker.io" or "ghcr.io".
+	// containerd's ?ns= parameter is matched against it, and it also works
+	// as a path prefix (/v2/ghcr.io/<repo>).
+	Name string `yaml:"name"`
+	// Alias is an optional short path prefix (/v2/<alias>/<repo>) for
+	// clients that cannot send ?ns=.
+	Alias string `yaml:"alias"`
+	// URL is the registry's base URL, e.g. https://registry-1.docker.io.
+	URL string `yaml:"url"`
+	// Default marks the upstream that serves bare names (no ns, no prefix).
+	Default bool `yaml:"default"`
+	// Insecure allows plain HTTP and unverified TLS: for tests only.
+	Insecure bool `yaml:"insecure"`
+	// Username for basic/token auth against the upstream.
+	Username string `yaml:"username"`
+	// PasswordEnv names the environment variable that holds the password.
+	PasswordEnv string `yaml:"password_env"`
+	// PasswordFile names a file that holds the password.
+	PasswordFile string `yaml:"password_file"`
+	// Allow lists repository glob patterns ("library/*", "myorg/**");
+	// anything else is refused. Empty allows every repository.
+	Allow []string `yaml:"allow"`
+}
+
+// Gate configures the quarantine pipeline and the serving rules.
+type Gate struct {
+	// Policy decides what happens after an image passed every step:
+	// "manual" (default) or "auto".
+	Policy string `yaml:"policy"`
+	// Hold is how long a pull of a quarantined image waits for approval
+	// before it is answered DENIED.
+	Hold time.Duration `yaml:"hold"`
+	// TagMode is "last-approved" (default) or "strict".
+	TagMode string `yaml:"tag_mode"`
+	// TagTTL is how long an upstream tag resolution is cached.
+	TagTTL time.Duration `yaml:"tag_ttl"`
+	// Workers is the number of pipeline workers.
+	Workers int `yaml:"workers"`
+	// Platforms limits which platform manifests of an index are fetched
+	// ("linux/amd64"); empty fetches all of them.
+	Platforms []string `yaml:"platforms"`
+	// Retry controls the backoff of failed pipeline runs.
+	Retry Retry `yaml:"retry"`
+}
+
+// Retry controls the backoff of failed pipeline runs.
+type Retry struct {
+	// MaxAttempts is how often a failing job runs before it is left failed
+	// until the next pull asks for it again.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Backoff is the delay after the first failure; it doubles each time.
+	Backoff time.Duration `yaml:"backoff"`
+	// MaxBackoff caps the delay.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Format is "text" (default) or "json".
+	Format string `yaml:"format"`
+	// Level is "debug", "info" (default), "warn" or "error".
+	Level string `yaml:"level"`
+}
+
+// Limits bounds what Airlock accepts.
+type Limits struct {
+	// MaxManifestBytes is the largest manifest or index accepted from an upstream.
+	MaxManifestBytes int64 `yaml:"max_manifest_bytes"`
+}
+
+// Default returns the embedded defaults: registry on :5000, admin on
+// 127.0.0.1:5001, data under ./data, Docker Hub as the default upstream and
+// the manual policy.
+func Default() *Config {
+	return &Config{
+		Listen:  ":5000",
+		DataDir: "./data",
+		Storage: Storage{Driver: "filesystem"},
+		Admin:   Admin{Listen: "127.0.0.1:5001"},
+		Upstreams: []Upstream{{
+			Name:    DockerHubName,
+			URL:     "https://registry-1.docker.io",
+			Default: true,
+		}},
+		Gate: Gate{
+			Policy:  PolicyManual,
+			Hold:    3 * time.Second,
+			TagMode: TagModeLastApproved,
+			TagTTL:  time.Minute,
+			Workers: 4,
+			Retry: Retry{
+				MaxAttempts: 8,
+				Backoff:     5 * time.Second,
+				MaxBackoff:  10 * time.Minute,
+			},
+		},
+		Log:    Log{Format: "text", Level: "info"},
+		Limits: Limits{MaxManifestBytes: 4 << 20},
+	}
+}
+
+// Load reads the YAML file at path over the defaults, applies the
+// environment overrides and validates the result. An empty path means the
+// embedded defaults alone.
+func Load(file string) (*Config, error) {
+	c := Default()
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := c.decode(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	if tok := os.Getenv("AIRLOCK_ADMIN_TOKEN"); tok != "" {
+		c.Admin.Token = tok
+	}
+	if err := c.Validate(); err != nil {
+		if file == "" {
+			file = "(defaults)"
+		}
+		return nil, fmt.Errorf("config %s: %w", file, err)
+	}
+	return c, nil
+}
+
+// decode overlays YAML onto c, rejecting unknown keys so typos surface.
+func (c *Config) decode(r io.Reader) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	// A file that lists upstreams replaces the default list rather than
+	// merging into its first element.
+	c.Upstreams = nil
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if c.Upstreams == nil {
+		c.Upstreams = Default().Upstreams
+	}
+	return nil
+}
+
+// Validate checks every field and names the first one that is wrong.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("listen: must not be empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir: must not be empty")
+	}
+	if c.Storage.Driver == "" {
+		return errors.New("storage.driver: must not be empty")
+	}
+	if len(c.Upstreams) == 0 {
+		return errors.New("upstreams: at least one upstream is required")
+	}
+	seen := map[string]int{}
+	defaults := 0
+	for i, u := range c.Upstreams {
+		field := fmt.Sprintf("upstreams[%d]", i)
+		if err := u.validate(); err != nil {
+			return fmt.Errorf("%s.%w", field, err)
+		}
+		for _, key := range []string{u.Name, u.Alias} {
+			if key == "" {
+				continue
+			}
+			if j, dup := seen[key]; dup {
+				return fmt.Errorf("%s: name or alias %q is already used by upstreams[%d]", field, key, j)
+			}
+			seen[key] = i
+		}
+		if u.Default {
+			defaults++
+		}
+	}
+	if defaults > 1 {
+		return errors.New("upstreams: only one upstream may be the default")
+	}
+	switch c.Gate.Policy {
+	case PolicyManual, PolicyAuto:
+	default:
+		return fmt.Errorf("gate.policy: %q is not one of %q, %q", c.Gate.Policy, PolicyManual, PolicyAuto)
+	}
+	switch c.Gate.TagMode {
+	case TagModeLastApproved, TagModeStrict:
+	default:
+		return fmt.Errorf("gate.tag_mode: %q is not one of %q, %q", c.Gate.TagMode, TagModeLastApproved, TagModeStrict)
+	}
+	if c.Gate.Hold < 0 || c.Gate.Hold > 5*time.Minute {
+		return fmt.Errorf("gate.hold: %s is outside 0s..5m (clients time out on longer holds)", c.Gate.Hold)
+	}
+	if c.Gate.TagTTL < 0 {
+		return errors.New("gate.tag_ttl: must not be negative")
+	}
+	if c.Gate.Workers < 1 || c.Gate.Workers > 256 {
+		return fmt.Errorf("gate.workers: %d is outside 1..256", c.Gate.Workers)
+	}
+	for i, p := range c.Gate.Platforms {
+		if parts := strings.Split(p, "/"); len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+			return fmt.Errorf("gate.platforms[%d]: %q is not os/arch[/variant]", i, p)
+		}
+	}
+	if c.Gate.Retry.MaxAttempts < 1 {
+		return errors.New("gate.retry.max_attempts: must be at least 1")
+	}
+	if c.Gate.Retry.Backoff <= 0 || c.Gate.Retry.MaxBackoff < c.Gate.Retry.Backoff {
+		return errors.New("gate.retry: backoff must be positive and max_backoff at least backoff")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Limits.MaxManifestBytes < 1024 {
+		return errors.New("limits.max_manifest_bytes: must be at least 1024")
+	}
+	return nil
+}
+
+func (u Upstream) validate() error {
+	if u.Name == "" {
+		return errors.New("name: must not be empty")
+	}
+	if !validHostName(u.Name) {
+		return fmt.Errorf("name: %q is not a registry host name", u.Name)
+	}
+	if u.Alias != "" && !validPathComponent(u.Alias) {
+		return fmt.Errorf("alias: %q must be one lowercase path component", u.Alias)
+	}
+	p, err := url.Parse(u.URL)
+	if err != nil || p.Host == "" || (p.Scheme != "https" && p.Scheme != "http") {
+		return fmt.Errorf("url: %q is not an http(s) URL", u.URL)
+	}
+	if p.Scheme == "http" && !u.Insecure {
+		return fmt.Errorf("url: %q is plain HTTP; set insecure: true to allow it", u.URL)
+	}
+	if u.PasswordEnv != "" && u.PasswordFile != "" {
+		return errors.New("password_env: set password_env or password_file, not both")
+	}
+	for i, pat := range u.Allow {
+		if _, err := path.Match(strings.ReplaceAll(pat, "**", "*"), ""); err != nil || pat == "" {
+			return fmt.Errorf("allow[%d]: %q is not a valid glob", i, pat)
+		}
+	}
+	return nil
+}
+
+// Password returns the upstream password from its env variable or file.
+// It is read on demand so that it never sits in the config dump or logs.
+func (u Upstream) Password() (string, error) {
+	switch {
+	case u.PasswordEnv != "":
+		return os.Getenv(u.PasswordEnv), nil
+	case u.PasswordFile != "":
+		b, err := os.ReadFile(u.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("upstream %s: password_file: %w", u.Name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", nil
+}
+
+// Allows reports whether repo matches the upstream's allow list. "*" matches
+// within one path component, "**" matches any number of components.
+func (u Upstream) Allows(repo string) bool {
+	if len(u.Allow) == 0 {
+		return true
+	}
+	for _, pat := range u.Allow {
+		if globMatch(strings.Split(pat, "/"), strings.Split(repo, "/")) {
+			return true
+		}
+	}
+	return false
+}
+
+func globMatch(pat, parts []string) bool {
+	for len(pat) > 0 {
+		if pat[0] == "**" {
+			for i := 0; i <= len(parts); i++ {
+				if globMatch(pat[1:], parts[i:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(parts) == 0 {
+			return false
+		}
+		if ok, _ := path.Match(pat[0], parts[0]); !ok {
+			return false
+		}
+		pat, parts = pat[1:], parts[1:]
+	}
+	return len(parts) == 0
+}
+
+// validHostName accepts host[:port] made of letters, digits, dots and dashes.
+func validHostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	host, port, hasPort := strings.Cut(s, ":")
+	if host == "" || (hasPort && port == "") {
+		return false
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-') {
+			return false
+		}
+	}
+	for _, r := range port {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func validPathComponent(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != "" && s[0] != '.' && s[0] != '-' && s[0] != '_'
+}

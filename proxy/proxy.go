@@ -1,0 +1,254 @@
+// Package proxy is Airlock's Registry V2 read API. It routes each request
+// to an upstream repository and serves a manifest or blob only when an
+// approved image covers it; anything else starts the quarantine pipeline
+// (through the gate, never itself) and is answered DENIED with the
+// image's state.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/storage/content"
+	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/upstream"
+)
+
+// ActorPull is the audit actor for pipeline runs a pull started.
+const ActorPull = "pull"
+
+var (
+	pulls = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "airlock_pulls_total",
+		Help: "Manifest and blob requests by kind and result (served, denied, error).",
+	}, []string{"kind", "result"})
+	requests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "airlock_http_requests_total",
+		Help: "Registry API requests by method and status code.",
+	}, []string{"method", "code"})
+)
+
+// Gate is what the proxy needs of the quarantine pipeline: start it for an
+// image, and wait a little for its outcome.
+type Gate interface {
+	Request(ref state.Ref, actor string) (state.Image, error)
+	Wait(ctx context.Context, ref state.Ref, d time.Duration) (state.Image, error)
+}
+
+// Server serves the registry API.
+type Server struct {
+	store     *state.Store
+	content   *content.Store
+	gate      Gate
+	upstreams *upstream.Set
+	router    *Router
+	cfg       config.Gate
+	allow     map[string]config.Upstream
+	log       *slog.Logger
+
+	tagMu    sync.Mutex
+	tagCache map[string]cachedTag
+}
+
+type cachedTag struct {
+	desc    v1.Descriptor
+	expires time.Time
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets the request logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// New returns the registry API server.
+func New(cfg *config.Config, store *state.Store, cs *content.Store, g Gate, ups *upstream.Set, opts ...Option) *Server {
+	s := &Server{
+		store: store, content: cs, gate: g, upstreams: ups,
+		router:   NewRouter(cfg.Upstreams),
+		cfg:      cfg.Gate,
+		allow:    map[string]config.Upstream{},
+		log:      slog.Default(),
+		tagCache: map[string]cachedTag{},
+	}
+	for _, u := range cfg.Upstreams {
+		s.allow[u.Name] = u
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Handler returns the HTTP handler of the registry API.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	// Paths are validated, never cleaned: a cleaned "../" would turn into
+	// a different repository instead of an error.
+	r.SkipClean(true)
+	r.HandleFunc("/v2/", s.base).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2", s.base).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2/{name:.+}/manifests/{reference}", s.manifest).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2/{name:.+}/blobs/{digest}", s.blob).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2/{name:.+}/tags/list", s.tags).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.MethodNotAllowedHandler = http.HandlerFunc(unsupported)
+	r.NotFoundHandler = http.HandlerFunc(notFound)
+	return s.middleware(r)
+}
+
+// middleware adds the headers every registry response carries, logs one
+// line per request and counts it.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		if ns := r.URL.Query().Get("ns"); ns != "" {
+			// OCI distribution spec, registry proxying: echo the namespace honoured.
+			rec.Header().Set("OCI-Namespace", sanitizeHeader(ns))
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("panic serving request", "path", r.URL.Path, "panic", v)
+				if !rec.wrote {
+					writeError(rec, r, http.StatusInternalServerError, CodeUnavailable, "internal error")
+				}
+			}
+			requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
+			s.log.Info("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
+				"status", rec.status, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond),
+				"remote", r.RemoteAddr, "ua", r.UserAgent())
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) base(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte("{}"))
+	}
+}
+
+func unsupported(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, http.StatusMethodNotAllowed, CodeUnsupported, "airlock is a read-only pull-through proxy: "+r.Method+" is not supported")
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		unsupported(w, r)
+		return
+	}
+	writeError(w, r, http.StatusNotFound, CodeUnsupported, "no such registry API endpoint: "+r.URL.Path)
+}
+
+// route resolves the request's repository and checks the upstream's allow list.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) (Route, bool) {
+	rt, err := s.router.Route(mux.Vars(r)["name"], r.URL.Query().Get("ns"))
+	switch {
+	case errors.Is(err, ErrNameInvalid):
+		writeError(w, r, http.StatusBadRequest, CodeNameInvalid, err.Error())
+		return rt, false
+	case err != nil:
+		writeError(w, r, http.StatusNotFound, CodeNameUnknown, err.Error())
+		return rt, false
+	}
+	if u := s.allow[rt.Upstream]; !u.Allows(rt.Repository) {
+		writeError(w, r, http.StatusForbidden, CodeDenied, fmt.Sprintf("%s/%s is not in the allow list of upstream %s", rt.Upstream, rt.Repository, rt.Upstream))
+		return rt, false
+	}
+	return rt, true
+}
+
+// tags lists the tags that have an approved digest; nothing about
+// quarantined content is revealed.
+func (s *Server) tags(w http.ResponseWriter, r *http.Request) {
+	rt, ok := s.route(w, r)
+	if !ok {
+		return
+	}
+	recs, err := s.store.Tags(rt.Upstream, rt.Repository)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	var names []string
+	for _, t := range recs {
+		if _, ok, err := s.store.LastApproved(t); err == nil && ok {
+			names = append(names, t.Name)
+		}
+	}
+	sort.Strings(names)
+	if last := r.URL.Query().Get("last"); last != "" {
+		i := sort.SearchStrings(names, last)
+		if i < len(names) && names[i] == last {
+			i++
+		}
+		names = names[i:]
+	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && n >= 0 && n < len(names) {
+		names = names[:n]
+		if n > 0 {
+			w.Header().Set("Link", fmt.Sprintf(`<%s?n=%d&last=%s>; rel="next"`, r.URL.Path, n, names[n-1]))
+		}
+	}
+	if names == nil {
+		names = []string{}
+	}
+	name := mux.Vars(r)["name"]
+	writeJSON(w, r, map[string]any{"name": name, "tags": names})
+}
+
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("internal error", "path", r.URL.Path, "err", err)
+	writeError(w, r, http.StatusInternalServerError, CodeUnavailable, "internal error; see the airlock log")
+}
+
+// digestHeader validates a blob digest from the URL.
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", s, err)
+	}
+	return d, nil
+}

@@ -1,0 +1,324 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/storage/content"
+	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/upstream"
+)
+
+// manifest serves GET/HEAD /v2/<name>/manifests/<tag|digest>.
+func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
+	rt, ok := s.route(w, r)
+	if !ok {
+		return
+	}
+	tag, dgst, err := ParseReference(mux.Vars(r)["reference"])
+	if err != nil {
+		code := CodeManifestInvalid
+		if strings.Contains(mux.Vars(r)["reference"], ":") {
+			code = CodeDigestInvalid
+		}
+		writeError(w, r, http.StatusBadRequest, code, err.Error())
+		return
+	}
+	if tag != "" {
+		s.manifestByTag(w, r, rt, tag)
+		return
+	}
+	s.manifestByDigest(w, r, rt, dgst)
+}
+
+// manifestByDigest serves a manifest by digest only if it is approved.
+func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt Route, d digest.Digest) {
+	ref := state.Ref{Upstream: rt.Upstream, Repository: rt.Repository, Digest: d}
+	dec, err := s.store.ManifestDecision(rt.Upstream, rt.Repository, d)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if dec.Serve {
+		s.serveManifest(w, r, ref, dec)
+		return
+	}
+	if !dec.Known {
+		// Only digests the upstream has get a record: garbage digests
+		// must not fill the state store or the queue.
+		reg, _ := s.upstreams.Get(rt.Upstream)
+		if _, err := reg.Resolve(r.Context(), rt.Repository, string(d)); err != nil {
+			s.upstreamError(w, r, ref.String(), err)
+			return
+		}
+	}
+	s.quarantined(w, r, ref)
+}
+
+// manifestByTag resolves the tag upstream and serves its digest if it is
+// approved, or (tag_mode last-approved) the tag's last approved digest.
+func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt Route, tag string) {
+	reg, _ := s.upstreams.Get(rt.Upstream)
+	desc, err := s.resolveTag(r.Context(), reg, rt, tag)
+	if err != nil {
+		if errors.Is(err, upstream.ErrNotFound) {
+			s.upstreamError(w, r, rt.Upstream+"/"+rt.Repository+":"+tag, err)
+			return
+		}
+		// Upstream unreachable: the last approved digest keeps clients working.
+		s.log.Warn("upstream tag resolution failed; serving the last approved digest", "upstream", rt.Upstream, "repo", rt.Repository, "tag", tag, "err", err)
+		t, terr := s.store.Tag(rt.Upstream, rt.Repository, tag)
+		if terr == nil {
+			if img, ok, aerr := s.store.LastApproved(t); aerr == nil && ok {
+				s.serveApproved(w, r, img.Ref)
+				return
+			}
+		}
+		s.upstreamError(w, r, rt.Upstream+"/"+rt.Repository+":"+tag, err)
+		return
+	}
+	d := digest.Digest(desc.Digest.String())
+	t, err := s.store.RecordTag(rt.Upstream, rt.Repository, tag, d, string(desc.MediaType))
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	ref := state.Ref{Upstream: rt.Upstream, Repository: rt.Repository, Digest: d}
+	dec, err := s.store.ManifestDecision(rt.Upstream, rt.Repository, d)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if dec.Serve {
+		s.serveManifest(w, r, ref, dec)
+		return
+	}
+	if s.cfg.TagMode == config.TagModeLastApproved {
+		if img, ok, err := s.store.LastApproved(t); err == nil && ok {
+			// Quarantine the new digest, keep serving the one that passed.
+			if _, err := s.gate.Request(ref, ActorPull); err != nil {
+				s.log.Error("request pipeline", "image", ref.String(), "err", err)
+			}
+			s.serveApproved(w, r, img.Ref)
+			return
+		}
+	}
+	s.quarantined(w, r, ref)
+}
+
+// resolveTag returns the tag's upstream descriptor, cached for gate.tag_ttl.
+func (s *Server) resolveTag(ctx context.Context, reg *upstream.Registry, rt Route, tag string) (v1.Descriptor, error) {
+	key := rt.Upstream + "/" + rt.Repository + ":" + tag
+	now := time.Now()
+	if s.cfg.TagTTL > 0 {
+		s.tagMu.Lock()
+		c, ok := s.tagCache[key]
+		s.tagMu.Unlock()
+		if ok && now.Before(c.expires) {
+			return c.desc, nil
+		}
+	}
+	desc, err := reg.Resolve(ctx, rt.Repository, tag)
+	if err != nil {
+		return desc, err
+	}
+	if s.cfg.TagTTL > 0 {
+		s.tagMu.Lock()
+		for k, c := range s.tagCache {
+			// Expired entries go on every write, so the cache stays as
+			// large as the set of tags pulled within one TTL.
+			if now.After(c.expires) {
+				delete(s.tagCache, k)
+			}
+		}
+		s.tagCache[key] = cachedTag{desc: desc, expires: now.Add(s.cfg.TagTTL)}
+		s.tagMu.Unlock()
+	}
+	return desc, nil
+}
+
+// quarantined starts the pipeline for ref, holds the request for up to
+// gate.hold, then serves the image if it was approved meanwhile or answers
+// DENIED with its state.
+func (s *Server) quarantined(w http.ResponseWriter, r *http.Request, ref state.Ref) {
+	img, err := s.gate.Request(ref, ActorPull)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if img.State.InPipeline() && s.cfg.Hold > 0 {
+		if img, err = s.gate.Wait(r.Context(), ref, s.cfg.Hold); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+	}
+	if img.State == state.StateApproved {
+		s.serveApproved(w, r, ref)
+		return
+	}
+	pulls.WithLabelValues("manifest", "denied").Inc()
+	writeError(w, r, http.StatusForbidden, CodeDenied, DeniedMessage(img))
+}
+
+// DeniedMessage is what a client sees for an image that is not approved.
+func DeniedMessage(img state.Image) string {
+	reason := shorten(img.Reason, 300)
+	switch img.State {
+	case state.StateRejected:
+		return fmt.Sprintf("%s was rejected by policy: %s", img.Ref, reason)
+	case state.StateRevoked:
+		return fmt.Sprintf("%s was revoked: %s", img.Ref, reason)
+	case state.StateFailed:
+		return fmt.Sprintf("%s is in quarantine (failed: %s); retry later", img.Ref, reason)
+	case state.StateAwaitingApproval:
+		return fmt.Sprintf("%s is in quarantine (awaiting-approval: %s)", img.Ref, reason)
+	}
+	return fmt.Sprintf("%s is in quarantine (%s); retry later", img.Ref, img.State)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// serveApproved serves ref after re-checking, in the same read, that it
+// is still approved.
+func (s *Server) serveApproved(w http.ResponseWriter, r *http.Request, ref state.Ref) {
+	dec, err := s.store.ManifestDecision(ref.Upstream, ref.Repository, ref.Digest)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !dec.Serve {
+		img, err := s.store.Image(ref)
+		if err != nil {
+			img = state.Image{Ref: ref, State: state.StatePending}
+		}
+		pulls.WithLabelValues("manifest", "denied").Inc()
+		writeError(w, r, http.StatusForbidden, CodeDenied, DeniedMessage(img))
+		return
+	}
+	s.serveManifest(w, r, ref, dec)
+}
+
+// serveManifest writes an approved manifest from the content store.
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state.Ref, dec state.Decision) {
+	mt := ""
+	switch {
+	case dec.Image != nil && dec.Image.MediaType != "":
+		mt = dec.Image.MediaType
+	case dec.Content != nil:
+		mt = dec.Content.MediaType
+	}
+	raw, err := s.content.Get(r.Context(), ref.Digest)
+	if err != nil {
+		pulls.WithLabelValues("manifest", "error").Inc()
+		s.internal(w, r, fmt.Errorf("approved manifest %s missing from the content store: %w", ref, err))
+		return
+	}
+	if mt == "" {
+		var m struct {
+			MediaType string `json:"mediaType"`
+		}
+		_ = json.Unmarshal(raw, &m)
+		mt = m.MediaType
+	}
+	h := w.Header()
+	h.Set("Content-Type", mt)
+	h.Set("Docker-Content-Digest", string(ref.Digest))
+	h.Set("Content-Length", strconv.Itoa(len(raw)))
+	h.Set("ETag", `"`+string(ref.Digest)+`"`)
+	pulls.WithLabelValues("manifest", "served").Inc()
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(raw)
+}
+
+// blob serves GET/HEAD /v2/<name>/blobs/<digest> (with Range) only when an
+// approved image of this repository references it.
+func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
+	rt, ok := s.route(w, r)
+	if !ok {
+		return
+	}
+	d, err := parseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, CodeDigestInvalid, err.Error())
+		return
+	}
+	dec, err := s.store.BlobDecision(rt.Upstream, rt.Repository, d)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	name := rt.Upstream + "/" + rt.Repository + "@" + string(d)
+	switch {
+	case !dec.Known:
+		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, name+" is not a blob of any approved image in this repository")
+		return
+	case !dec.Serve:
+		pulls.WithLabelValues("blob", "denied").Inc()
+		writeError(w, r, http.StatusForbidden, CodeDenied, name+" belongs only to images in quarantine")
+		return
+	}
+	rc, size, err := s.content.Open(r.Context(), d)
+	if errors.Is(err, content.ErrNotFound) {
+		pulls.WithLabelValues("blob", "error").Inc()
+		s.log.Error("approved blob missing from the content store", "blob", name)
+		writeError(w, r, http.StatusNotFound, CodeBlobUnknown, name+" is missing from airlock's content store")
+		return
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	defer rc.Close()
+	h := w.Header()
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("ETag", `"`+string(d)+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	h.Set("Content-Type", "application/octet-stream")
+	_ = size
+	pulls.WithLabelValues("blob", "served").Inc()
+	// ServeContent answers Range, If-None-Match and HEAD correctly.
+	http.ServeContent(w, r, "", time.Time{}, rc)
+}
+
+// upstreamError answers for an upstream that said no or could not be reached.
+func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, upstream.ErrNotFound) {
+		writeError(w, r, http.StatusNotFound, CodeManifestUnknown, what+" does not exist upstream")
+		return
+	}
+	pulls.WithLabelValues("manifest", "error").Inc()
+	s.log.Warn("upstream unavailable", "image", what, "err", err)
+	writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, what+": upstream unavailable and no approved digest to serve")
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, r, http.StatusInternalServerError, CodeUnavailable, "encode response")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,215 @@
+package state
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Enqueue queues a job of kind for ref unless one is already queued for it.
+// It returns the queued job and whether this call created it.
+func (s *Store) Enqueue(ref Ref, kind JobKind, actor string) (Job, bool, error) {
+	var job Job
+	created := false
+	err := s.update(func(tx *bolt.Tx) error {
+		if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
+			return getJSON(tx.Bucket(bucketJobs), id, &job)
+		}
+		var err error
+		job, err = enqueue(tx, Job{Kind: kind, Image: ref, Created: s.now().UTC(), Actor: actor})
+		created = err == nil
+		return err
+	})
+	return job, created, err
+}
+
+// Reset moves ref back to pending and queues a pull job, in one transaction:
+// an admin's rescan of an image that is not approved re-runs its whole pipeline.
+func (s *Store) Reset(ref Ref, c Change) (Image, error) {
+	var img Image
+	err := s.update(func(tx *bolt.Tx) error {
+		now := s.now().UTC()
+		c.To = StatePending
+		var err error
+		if img, err = transition(tx, ref, c, now); err != nil {
+			return err
+		}
+		if hasJob(tx, ref) {
+			return nil
+		}
+		_, err = enqueue(tx, Job{Kind: JobPull, Image: ref, Created: now, Actor: c.Actor})
+		return err
+	})
+	return img, err
+}
+
+func hasJob(tx *bolt.Tx, ref Ref) bool {
+	return tx.Bucket(bucketJobIndex).Get([]byte(ref.String())) != nil
+}
+
+func enqueue(tx *bolt.Tx, job Job) (Job, error) {
+	jobs := tx.Bucket(bucketJobs)
+	id, err := jobs.NextSequence()
+	if err != nil {
+		return job, err
+	}
+	job.ID = id
+	if err := putJSON(jobs, itob(id), &job); err != nil {
+		return job, err
+	}
+	return job, tx.Bucket(bucketJobIndex).Put([]byte(job.Image.String()), itob(id))
+}
+
+// NextJob returns the oldest job that is due and not busy (busy reports
+// jobs a worker of this process already runs). Jobs are not leased in the
+// file: a restart makes every queued job due again, which is how
+// interrupted work resumes.
+func (s *Store) NextJob(busy func(id uint64) bool) (Job, bool, error) {
+	var job Job
+	found := false
+	now := s.now()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if busy(binary.BigEndian.Uint64(k)) {
+				continue
+			}
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %x: %w", k, err)
+			}
+			if j.NotBefore.After(now) {
+				continue
+			}
+			job, found = j, true
+			return nil
+		}
+		return nil
+	})
+	return job, found, err
+}
+
+// NextDue returns when the earliest not-yet-due job becomes due (zero if none waits).
+func (s *Store) NextDue() (time.Time, error) {
+	var next time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %x: %w", k, err)
+			}
+			if next.IsZero() || j.NotBefore.Before(next) {
+				next = j.NotBefore
+			}
+			return nil
+		})
+	})
+	return next, err
+}
+
+// FinishJob removes a job from the queue and applies c (when not nil)
+// in the same transaction so the image never ends up finished without its
+// final state or vice versa.
+func (s *Store) FinishJob(job Job, c *Change) (Image, error) {
+	var img Image
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := deleteJob(tx, job); err != nil {
+			return err
+		}
+		if c == nil {
+			return nil
+		}
+		var err error
+		img, err = transition(tx, job.Image, *c, s.now().UTC())
+		return err
+	})
+	return img, err
+}
+
+// RetryJob records a failed attempt: the image moves to failed with the
+// reason, and the job waits until notBefore.
+func (s *Store) RetryJob(job Job, notBefore time.Time, c Change) (Image, error) {
+	var img Image
+	err := s.update(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		var cur Job
+		if err := getJSON(jobs, itob(job.ID), &cur); err != nil {
+			return fmt.Errorf("job %d: %w", job.ID, err)
+		}
+		cur.Attempts++
+		cur.NotBefore = notBefore
+		if err := putJSON(jobs, itob(job.ID), &cur); err != nil {
+			return err
+		}
+		inner := c.Mutate
+		c.Mutate = func(img *Image) error {
+			img.Attempts = cur.Attempts
+			if inner != nil {
+				return inner(img)
+			}
+			return nil
+		}
+		var err error
+		img, err = transition(tx, job.Image, c, s.now().UTC())
+		return err
+	})
+	return img, err
+}
+
+func deleteJob(tx *bolt.Tx, job Job) error {
+	if err := tx.Bucket(bucketJobs).Delete(itob(job.ID)); err != nil {
+		return err
+	}
+	idx := tx.Bucket(bucketJobIndex)
+	key := []byte(job.Image.String())
+	if id := idx.Get(key); id != nil && binary.BigEndian.Uint64(id) == job.ID {
+		return idx.Delete(key)
+	}
+	return nil
+}
+
+// Jobs lists the queued jobs, oldest first.
+func (s *Store) Jobs() ([]Job, error) {
+	var out []Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %x: %w", k, err)
+			}
+			out = append(out, j)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// QueueDepth returns the number of queued jobs.
+func (s *Store) QueueDepth() int {
+	n := 0
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketJobs).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+// Job returns the queued job for ref, if any.
+func (s *Store) Job(ref Ref) (Job, error) {
+	var job Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String()))
+		if id == nil {
+			return ErrNotFound
+		}
+		return getJSON(tx.Bucket(bucketJobs), id, &job)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return job, ErrNotFound
+	}
+	return job, err
+}

@@ -1,0 +1,518 @@
+// Package state is Airlock's state store in bbolt: image records, the tag to
+// digest history, the persistent job queue and the append-only audit log.
+// Every state transition commits in one transaction with its audit entry.
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketImages   = []byte("images")
+	bucketContent  = []byte("content")
+	bucketTags     = []byte("tags")
+	bucketJobs     = []byte("jobs")
+	bucketJobIndex = []byte("jobindex")
+	bucketAudit    = []byte("audit")
+)
+
+// maxTagHistory bounds the digests remembered per tag.
+const maxTagHistory = 64
+
+// Store is the bbolt-backed state store. It is safe for concurrent use.
+type Store struct {
+	db  *bolt.DB
+	now func() time.Time
+
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// Open opens (creating if needed) the bbolt file at path. It fails fast,
+// with a clear error, when another process holds the file.
+func Open(path string, opts ...Option) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state %s: the file is locked by another process (is another airlock running?)", path)
+		}
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	s := &Store{db: db, now: time.Now, changed: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the bbolt file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Changed returns a channel that is closed at the next committed state
+// change. Take the channel before reading the state to never miss a change.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *Store) notify() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Image returns the record of ref.
+func (s *Store) Image(ref Ref) (Image, error) {
+	var img Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bucketImages), []byte(ref.String()), &img)
+	})
+	return img, err
+}
+
+// Images lists every image record, optionally only those in state st.
+func (s *Store) Images(st State) ([]Image, error) {
+	var out []Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
+			var img Image
+			if err := json.Unmarshal(v, &img); err != nil {
+				return fmt.Errorf("decode image %s: %w", k, err)
+			}
+			if st == "" || img.State == st {
+				out = append(out, img)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Request makes sure ref has a record and, unless it is approved or waits
+// for an admin decision, a queued pull job. However many clients ask at
+// once, one record and one job result. It returns the record and whether
+// this call queued a job.
+func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
+	// Fast path without a write transaction: most requests find the
+	// image already known and queued.
+	img, err := s.Image(ref)
+	if err == nil && !needsJob(img) {
+		return img, false, nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return img, false, err
+	}
+	queued := false
+	err = s.update(func(tx *bolt.Tx) error {
+		queued = false
+		images := tx.Bucket(bucketImages)
+		key := []byte(ref.String())
+		now := s.now().UTC()
+		err := getJSON(images, key, &img)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			img = Image{Ref: ref, State: StatePending, Created: now, Updated: now, Reason: "queued for the pipeline"}
+			if err := putJSON(images, key, &img); err != nil {
+				return err
+			}
+			if err := appendAudit(tx, Entry{Time: now, Actor: actor, Image: ref.String(), To: StatePending, Action: "request", Reason: "first pull"}); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case !needsJob(img):
+			return nil
+		}
+		if hasJob(tx, ref) {
+			return nil
+		}
+		if img.State == StateFailed {
+			from := img.State
+			img.State, img.Reason, img.Attempts, img.Updated = StatePending, "queued again by a pull", 0, now
+			if err := putJSON(images, key, &img); err != nil {
+				return err
+			}
+			if err := appendAudit(tx, Entry{Time: now, Actor: actor, Image: ref.String(), From: from, To: StatePending, Action: "request", Reason: "pulled again after failure"}); err != nil {
+				return err
+			}
+		}
+		queued = true
+		_, err = enqueue(tx, Job{Kind: JobPull, Image: ref, Created: now, Actor: actor})
+		return err
+	})
+	return img, queued, err
+}
+
+// needsJob reports whether a pull should queue pipeline work for img.
+func needsJob(img Image) bool {
+	return img.State.InPipeline() || img.State == StateFailed
+}
+
+// Change is one state transition.
+type Change struct {
+	// From lists the states the transition is allowed from; empty allows any.
+	From []State
+	// To is the new state; empty keeps the state (an audited update).
+	To State
+	// Actor is who made the change ("pipeline", "admin:<name>", "pull").
+	Actor string
+	// Action names the change in the audit log ("approve", "revoke", "step:fetch").
+	Action string
+	// Reason is why, shown to clients and admins.
+	Reason string
+	// Mutate, if set, edits the record inside the same transaction.
+	Mutate func(*Image) error
+}
+
+// Transition applies c to ref's record and appends its audit entry, in one
+// transaction. It returns ErrConflict when the record is not in c.From.
+func (s *Store) Transition(ref Ref, c Change) (Image, error) {
+	var img Image
+	err := s.update(func(tx *bolt.Tx) error {
+		var err error
+		img, err = transition(tx, ref, c, s.now().UTC())
+		return err
+	})
+	return img, err
+}
+
+func transition(tx *bolt.Tx, ref Ref, c Change, now time.Time) (Image, error) {
+	images := tx.Bucket(bucketImages)
+	key := []byte(ref.String())
+	var img Image
+	if err := getJSON(images, key, &img); err != nil {
+		return img, fmt.Errorf("%s: %w", ref, err)
+	}
+	if len(c.From) > 0 && !slices.Contains(c.From, img.State) {
+		return img, fmt.Errorf("%s is %s, not %v: %w", ref, img.State, c.From, ErrConflict)
+	}
+	from := img.State
+	if c.Mutate != nil {
+		if err := c.Mutate(&img); err != nil {
+			return img, err
+		}
+	}
+	if c.To != "" {
+		img.State = c.To
+		img.Reason = c.Reason
+	}
+	img.Updated = now
+	if img.State == StateApproved && from != StateApproved {
+		img.ApprovedAt, img.ApprovedBy = now, c.Actor
+	}
+	if err := putJSON(images, key, &img); err != nil {
+		return img, err
+	}
+	e := Entry{Time: now, Actor: c.Actor, Image: ref.String(), From: from, To: img.State, Action: c.Action, Reason: c.Reason}
+	return img, appendAudit(tx, e)
+}
+
+// SetContent records what a fetched image references, so that serving can
+// decide per repository which manifests and blobs an approved image covers.
+// It is called by the fetch step before the image can be approved.
+func (s *Store) SetContent(ref Ref, manifests, blobs map[digest.Digest]Content) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketContent)
+		for _, set := range []map[digest.Digest]Content{manifests, blobs} {
+			for d, c := range set {
+				key := []byte(ref.Repo() + "@" + string(d))
+				var cur Content
+				if err := getJSON(b, key, &cur); err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				owners := cur.Owners
+				if !slices.Contains(owners, ref.Digest) {
+					owners = append(owners, ref.Digest)
+				}
+				c.Owners = owners
+				if err := putJSON(b, key, &c); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Decision is the serving decision for one manifest or blob.
+type Decision struct {
+	// Serve is true when an approved image covers the content.
+	Serve bool
+	// Known is true when the content belongs to some image Airlock holds.
+	Known bool
+	// Image is the record of the digest itself (manifests only), when it has one.
+	Image *Image
+	// Content describes the content when an image references it.
+	Content *Content
+}
+
+// ManifestDecision says whether manifest d of repo may be served: its own
+// record is approved, or an approved index in the same repository
+// references it.
+func (s *Store) ManifestDecision(upstream, repo string, d digest.Digest) (Decision, error) {
+	var dec Decision
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ref := Ref{Upstream: upstream, Repository: repo, Digest: d}
+		var img Image
+		switch err := getJSON(tx.Bucket(bucketImages), []byte(ref.String()), &img); {
+		case err == nil:
+			dec.Known, dec.Image = true, &img
+			if img.State == StateApproved {
+				dec.Serve = true
+				return nil
+			}
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		return contentDecision(tx, ref, &dec)
+	})
+	return dec, err
+}
+
+// BlobDecision says whether blob d may be served from repo.
+func (s *Store) BlobDecision(upstream, repo string, d digest.Digest) (Decision, error) {
+	var dec Decision
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return contentDecision(tx, Ref{Upstream: upstream, Repository: repo, Digest: d}, &dec)
+	})
+	return dec, err
+}
+
+func contentDecision(tx *bolt.Tx, ref Ref, dec *Decision) error {
+	var c Content
+	switch err := getJSON(tx.Bucket(bucketContent), []byte(ref.String()), &c); {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	dec.Known, dec.Content = true, &c
+	images := tx.Bucket(bucketImages)
+	for _, owner := range c.Owners {
+		var img Image
+		key := []byte(Ref{Upstream: ref.Upstream, Repository: ref.Repository, Digest: owner}.String())
+		if err := getJSON(images, key, &img); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return err
+		}
+		if img.State == StateApproved {
+			dec.Serve = true
+			return nil
+		}
+	}
+	return nil
+}
+
+// RecordTag stores that tag now resolves to d upstream and returns the
+// tag's history. It also adds the tag name to the image record, if any.
+func (s *Store) RecordTag(upstream, repo, tag string, d digest.Digest, mediaType string) (Tag, error) {
+	var t Tag
+	key := []byte(upstream + "/" + repo + ":" + tag)
+	// Re-resolving a tag to the digest it already has is the common case:
+	// skip the write transaction for it.
+	err := s.db.View(func(tx *bolt.Tx) error { return getJSON(tx.Bucket(bucketTags), key, &t) })
+	if err == nil {
+		if cur, ok := t.Current(); ok && cur.Digest == d {
+			return t, nil
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return t, err
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		now := s.now().UTC()
+		t = Tag{}
+		b := tx.Bucket(bucketTags)
+		if err := getJSON(b, key, &t); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		t.Upstream, t.Repository, t.Name, t.ResolvedAt = upstream, repo, tag, now
+		if cur, ok := t.Current(); ok && cur.Digest == d {
+			return putJSON(b, key, &t)
+		}
+		// A digest seen before moves to the end: it is current again.
+		t.History = slices.DeleteFunc(t.History, func(e TagEntry) bool { return e.Digest == d })
+		t.History = append(t.History, TagEntry{Digest: d, MediaType: mediaType, FirstSeen: now})
+		if len(t.History) > maxTagHistory {
+			t.History = t.History[len(t.History)-maxTagHistory:]
+		}
+		if err := putJSON(b, key, &t); err != nil {
+			return err
+		}
+		ref := Ref{Upstream: upstream, Repository: repo, Digest: d}
+		images := tx.Bucket(bucketImages)
+		var img Image
+		if err := getJSON(images, []byte(ref.String()), &img); err == nil && !slices.Contains(img.Tags, tag) {
+			img.Tags = append(img.Tags, tag)
+			return putJSON(images, []byte(ref.String()), &img)
+		}
+		return nil
+	})
+	return t, err
+}
+
+// Tag returns the history of one tag.
+func (s *Store) Tag(upstream, repo, tag string) (Tag, error) {
+	var t Tag
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return getJSON(tx.Bucket(bucketTags), []byte(upstream+"/"+repo+":"+tag), &t)
+	})
+	return t, err
+}
+
+// LastApproved returns the newest digest in the tag's history whose image
+// is approved right now.
+func (s *Store) LastApproved(t Tag) (Image, bool, error) {
+	var out Image
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		images := tx.Bucket(bucketImages)
+		for i := len(t.History) - 1; i >= 0; i-- {
+			var img Image
+			ref := Ref{Upstream: t.Upstream, Repository: t.Repository, Digest: t.History[i].Digest}
+			err := getJSON(images, []byte(ref.String()), &img)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if img.State == StateApproved {
+				out, found = img, true
+				return nil
+			}
+		}
+		return nil
+	})
+	return out, found, err
+}
+
+// Tags lists the tag records of one repository, sorted by name.
+func (s *Store) Tags(upstream, repo string) ([]Tag, error) {
+	var out []Tag
+	prefix := []byte(upstream + "/" + repo + ":")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketTags).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			// "repo:tag" keys of a longer repository name share no prefix
+			// with this one because ':' cannot appear in a repository.
+			var t Tag
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode tag %s: %w", k, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Audit returns audit entries, newest first; image filters by the image
+// key ("" for all), limit caps the count (0 for no cap).
+func (s *Store) Audit(image string, limit int) ([]Entry, error) {
+	var out []Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketAudit).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decode audit %x: %w", k, err)
+			}
+			if image != "" && e.Image != image && !strings.HasPrefix(e.Image, image+"@") {
+				continue
+			}
+			out = append(out, e)
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Record appends an audit entry that changes no state (e.g. "rescan requested").
+func (s *Store) Record(e Entry) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if e.Time.IsZero() {
+			e.Time = s.now().UTC()
+		}
+		return appendAudit(tx, e)
+	})
+}
+
+// update runs fn in a write transaction and wakes Changed waiters after it commits.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	if err := s.db.Update(fn); err != nil {
+		return err
+	}
+	s.notify()
+	return nil
+}
+
+func appendAudit(tx *bolt.Tx, e Entry) error {
+	b := tx.Bucket(bucketAudit)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	e.Seq = seq
+	return putJSON(b, itob(seq), &e)
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw := b.Get(key)
+	if raw == nil {
+		return ErrNotFound
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return b.Put(key, raw)
+}
+
+func itob(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}

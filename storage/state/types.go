@@ -1,0 +1,214 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// State is where an image is in the quarantine pipeline.
+type State string
+
+// The image states. Only StateApproved is ever served.
+const (
+	StatePending   State = "pending"
+	StateFetching  State = "fetching"
+	StateVerifying State = "verifying"
+	StateScanning  State = "scanning"
+	StateSigning   State = "signing"
+	// StateAwaitingApproval holds a fully fetched image that passed every
+	// configured step until an admin approves it (the manual policy).
+	StateAwaitingApproval State = "awaiting-approval"
+	StateApproved         State = "approved"
+	StateRejected         State = "rejected"
+	StateFailed           State = "failed"
+	StateRevoked          State = "revoked"
+)
+
+// States lists every state, in pipeline order.
+var States = []State{
+	StatePending, StateFetching, StateVerifying, StateScanning, StateSigning,
+	StateAwaitingApproval, StateApproved, StateRejected, StateFailed, StateRevoked,
+}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	for _, k := range States {
+		if s == k {
+			return true
+		}
+	}
+	return false
+}
+
+// InPipeline reports whether an image in state s is being worked on by the
+// pipeline (as opposed to waiting for a decision or done).
+func (s State) InPipeline() bool {
+	switch s {
+	case StatePending, StateFetching, StateVerifying, StateScanning, StateSigning:
+		return true
+	}
+	return false
+}
+
+// Ref names one image: an upstream, a repository on it and a manifest digest.
+type Ref struct {
+	// Upstream is the configured upstream name, e.g. "docker.io".
+	Upstream string `json:"upstream"`
+	// Repository is the repository on that upstream, e.g. "library/alpine".
+	Repository string `json:"repository"`
+	// Digest is the manifest digest.
+	Digest digest.Digest `json:"digest"`
+}
+
+// String returns "<upstream>/<repository>@<digest>", the key used everywhere.
+func (r Ref) String() string {
+	return r.Upstream + "/" + r.Repository + "@" + string(r.Digest)
+}
+
+// Repo returns "<upstream>/<repository>".
+func (r Ref) Repo() string { return r.Upstream + "/" + r.Repository }
+
+// ParseRef parses "<upstream>/<repository>@<digest>".
+func ParseRef(s string) (Ref, error) {
+	name, dgst, ok := strings.Cut(s, "@")
+	if !ok {
+		return Ref{}, fmt.Errorf("image %q: want <upstream>/<repository>@<digest>", s)
+	}
+	up, repo, ok := strings.Cut(name, "/")
+	if !ok || up == "" || repo == "" {
+		return Ref{}, fmt.Errorf("image %q: want <upstream>/<repository>@<digest>", s)
+	}
+	d, err := digest.Parse(dgst)
+	if err != nil {
+		return Ref{}, fmt.Errorf("image %q: %w", s, err)
+	}
+	return Ref{Upstream: up, Repository: repo, Digest: d}, nil
+}
+
+// StepResult records one pipeline step's outcome on an image.
+type StepResult struct {
+	Step     string    `json:"step"`
+	Status   string    `json:"status"` // passed, failed, rejected, held, skipped
+	Detail   string    `json:"detail,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+}
+
+// Image is the record of one image (manifest or index) Airlock knows.
+type Image struct {
+	Ref
+	State     State  `json:"state"`
+	Reason    string `json:"reason,omitempty"`
+	MediaType string `json:"media_type,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+	// Manifests lists the platform manifests of an index that were fetched.
+	Manifests []digest.Digest `json:"manifests,omitempty"`
+	// Blobs lists every config and layer blob the image references
+	// (for an index: those of its fetched platform manifests).
+	Blobs []digest.Digest `json:"blobs,omitempty"`
+	// ContentSize is the total size of the manifests and blobs.
+	ContentSize int64        `json:"content_size,omitempty"`
+	Tags        []string     `json:"tags,omitempty"`
+	Steps       []StepResult `json:"steps,omitempty"`
+	Attempts    int          `json:"attempts,omitempty"`
+	Created     time.Time    `json:"created"`
+	Updated     time.Time    `json:"updated"`
+	ApprovedAt  time.Time    `json:"approved_at,omitzero"`
+	ApprovedBy  string       `json:"approved_by,omitempty"`
+}
+
+// Fetched reports whether the image's content is complete in the content store.
+func (i *Image) Fetched() bool { return i.MediaType != "" && i.Size > 0 && i.ContentSize > 0 }
+
+// SetStep records the result of a step, replacing an earlier result of the same step.
+func (i *Image) SetStep(r StepResult) {
+	for k := range i.Steps {
+		if i.Steps[k].Step == r.Step {
+			i.Steps[k] = r
+			return
+		}
+	}
+	i.Steps = append(i.Steps, r)
+}
+
+// Content describes a manifest or blob an image references, kept per
+// repository so that a blob is served only from a repository whose approved
+// image references it.
+type Content struct {
+	// Manifest is true for a platform manifest of an index.
+	Manifest  bool   `json:"manifest,omitempty"`
+	MediaType string `json:"media_type,omitempty"`
+	Size      int64  `json:"size"`
+	// Owners are the digests of the images (in the same repository) that
+	// reference this content.
+	Owners []digest.Digest `json:"owners"`
+}
+
+// TagEntry is one digest a tag pointed to upstream.
+type TagEntry struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"media_type,omitempty"`
+	FirstSeen time.Time     `json:"first_seen"`
+}
+
+// Tag is the history of one upstream tag, newest last.
+type Tag struct {
+	Upstream   string     `json:"upstream"`
+	Repository string     `json:"repository"`
+	Name       string     `json:"tag"`
+	ResolvedAt time.Time  `json:"resolved_at"`
+	History    []TagEntry `json:"history"`
+}
+
+// Current returns the digest the tag pointed to at the last resolution.
+func (t *Tag) Current() (TagEntry, bool) {
+	if len(t.History) == 0 {
+		return TagEntry{}, false
+	}
+	return t.History[len(t.History)-1], true
+}
+
+// JobKind says what a queued job does.
+type JobKind string
+
+const (
+	// JobPull runs the whole pipeline, fetch first.
+	JobPull JobKind = "pull"
+	// JobRescan re-runs the checks on an approved image without taking it
+	// out of service unless it now fails.
+	JobRescan JobKind = "rescan"
+)
+
+// Job is one queued unit of pipeline work. It stays in the queue until it
+// finishes, so a restart resumes it.
+type Job struct {
+	ID        uint64    `json:"id"`
+	Kind      JobKind   `json:"kind"`
+	Image     Ref       `json:"image"`
+	Attempts  int       `json:"attempts"`
+	NotBefore time.Time `json:"not_before"`
+	Created   time.Time `json:"created"`
+	Actor     string    `json:"actor"`
+}
+
+// Entry is one audit-log record.
+type Entry struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Image  string    `json:"image"`
+	From   State     `json:"from,omitempty"`
+	To     State     `json:"to,omitempty"`
+	Action string    `json:"action"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Errors returned by the store.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("state conflict")
+)

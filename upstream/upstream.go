@@ -1,0 +1,227 @@
+// Package upstream talks to the registries Airlock pulls from: tag
+// resolution, manifest and blob fetches with each upstream's credentials.
+// Concurrent identical requests share one upstream round trip.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/airlockproxy/airlock/config"
+)
+
+// ErrNotFound means the upstream answered that the manifest, tag or blob does not exist.
+var ErrNotFound = errors.New("not found upstream")
+
+// ErrTooLarge means a manifest is larger than the configured limit.
+var ErrTooLarge = errors.New("manifest exceeds the size limit")
+
+// resolveTimeout bounds one tag resolution; a client waiting on it gets the
+// last approved digest instead when it runs out.
+const resolveTimeout = 15 * time.Second
+
+// Registry is one configured upstream.
+type Registry struct {
+	cfg     config.Upstream
+	reg     name.Registry
+	puller  *remote.Puller
+	flights singleflight.Group
+}
+
+// Option configures a Registry.
+type Option func(*options)
+
+type options struct {
+	transport http.RoundTripper
+	userAgent string
+}
+
+// WithTransport sets the base HTTP transport (tests count or break requests with it).
+func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
+
+// WithUserAgent sets the User-Agent sent upstream.
+func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = ua } }
+
+// New returns the client of one upstream.
+func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
+	o := options{userAgent: "airlock"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: url: %w", cfg.Name, err)
+	}
+	var nameOpts []name.Option
+	if cfg.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
+	}
+	if o.transport == nil {
+		o.transport = defaultTransport(cfg.Insecure)
+	}
+	auth := authn.Anonymous
+	if cfg.Username != "" {
+		pw, err := cfg.Password()
+		if err != nil {
+			return nil, err
+		}
+		auth = authn.FromConfig(authn.AuthConfig{Username: cfg.Username, Password: pw})
+	}
+	// The Puller caches one authenticated fetcher per repository, so a
+	// token handshake happens once per repository, not once per blob.
+	p, err := remote.NewPuller(
+		remote.WithAuth(auth),
+		remote.WithTransport(o.transport),
+		remote.WithUserAgent(o.userAgent),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
+	}
+	return &Registry{cfg: cfg, reg: reg, puller: p}, nil
+}
+
+func defaultTransport(insecure bool) http.RoundTripper {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.ResponseHeaderTimeout = 30 * time.Second
+	t.MaxIdleConnsPerHost = 16
+	if insecure && t.TLSClientConfig != nil {
+		t.TLSClientConfig.InsecureSkipVerify = true
+	}
+	return t
+}
+
+// Name returns the upstream's configured name.
+func (r *Registry) Name() string { return r.cfg.Name }
+
+// Config returns the upstream's configuration.
+func (r *Registry) Config() config.Upstream { return r.cfg }
+
+// repo returns the go-containerregistry repository of repo on this upstream.
+func (r *Registry) repo(repo string) name.Repository { return r.reg.Repo(repo) }
+
+// Resolve asks the upstream what reference (a tag or digest) points to,
+// with a HEAD request. Concurrent resolutions of the same reference share
+// one request.
+func (r *Registry) Resolve(ctx context.Context, repo, reference string) (v1.Descriptor, error) {
+	v, err, _ := r.flights.Do("head\x00"+repo+"\x00"+reference, func() (any, error) {
+		// The shared request must not die with the first caller's context.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
+		defer cancel()
+		var ref name.Reference
+		var err error
+		if d, perr := digest.Parse(reference); perr == nil {
+			ref = r.repo(repo).Digest(d.String())
+		} else {
+			ref = r.repo(repo).Tag(reference)
+		}
+		desc, err := r.puller.Head(ctx, ref)
+		if err != nil {
+			return nil, classify(fmt.Sprintf("resolve %s/%s:%s", r.cfg.Name, repo, reference), err)
+		}
+		return *desc, nil
+	})
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return v.(v1.Descriptor), nil
+}
+
+// Manifest fetches manifest d of repo and returns its bytes and media type.
+// The bytes are checked against d; manifests over max bytes are refused.
+func (r *Registry) Manifest(ctx context.Context, repo string, d digest.Digest, max int64) ([]byte, string, error) {
+	what := fmt.Sprintf("fetch manifest %s/%s@%s", r.cfg.Name, repo, d)
+	desc, err := r.puller.Get(ctx, r.repo(repo).Digest(d.String()))
+	if err != nil {
+		return nil, "", classify(what, err)
+	}
+	if int64(len(desc.Manifest)) > max {
+		return nil, "", fmt.Errorf("%s: %d bytes: %w (limits.max_manifest_bytes is %d)", what, len(desc.Manifest), ErrTooLarge, max)
+	}
+	if got := digest.FromBytes(desc.Manifest); got != d {
+		return nil, "", fmt.Errorf("%s: upstream sent content with digest %s", what, got)
+	}
+	return desc.Manifest, string(desc.MediaType), nil
+}
+
+// Blob opens a stream of blob d of repo. The stream is digest-verified by
+// go-containerregistry as it is read; the content store verifies it again
+// while writing.
+func (r *Registry) Blob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error) {
+	what := fmt.Sprintf("fetch blob %s/%s@%s", r.cfg.Name, repo, d)
+	l, err := r.puller.Layer(ctx, r.repo(repo).Digest(d.String()))
+	if err != nil {
+		return nil, classify(what, err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, classify(what, err)
+	}
+	return rc, nil
+}
+
+// classify wraps err with what and marks "does not exist" answers with ErrNotFound.
+func classify(what string, err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: %w: %v", what, ErrNotFound, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Set holds every configured upstream, looked up by name or alias.
+type Set struct {
+	list   []*Registry
+	byKey  map[string]*Registry
+	defaul *Registry
+}
+
+// NewSet builds the clients of every configured upstream.
+func NewSet(cfgs []config.Upstream, opts ...Option) (*Set, error) {
+	s := &Set{byKey: map[string]*Registry{}}
+	for _, c := range cfgs {
+		r, err := New(c, opts...)
+		if err != nil {
+			return nil, err
+		}
+		s.list = append(s.list, r)
+		s.byKey[c.Name] = r
+		if c.Alias != "" {
+			s.byKey[c.Alias] = r
+		}
+		if c.Default {
+			s.defaul = r
+		}
+	}
+	return s, nil
+}
+
+// Get returns the upstream with that name or alias.
+func (s *Set) Get(key string) (*Registry, bool) {
+	r, ok := s.byKey[key]
+	return r, ok
+}
+
+// Default returns the upstream for bare names, or nil if none is marked default.
+func (s *Set) Default() *Registry { return s.defaul }
+
+// All returns every upstream in configuration order.
+func (s *Set) All() []*Registry { return s.list }
