@@ -66,11 +66,18 @@ func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt Rou
 	s.quarantined(w, r, ref)
 }
 
+// resolveBudget is how long a tag pull waits for the upstream to resolve the tag.
+const resolveBudget = 5 * time.Second
+
 // manifestByTag resolves the tag upstream and serves its digest if it is
 // approved, or (tag_mode last-approved) the tag's last approved digest.
 func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt Route, tag string) {
 	reg, _ := s.upstreams.Get(rt.Upstream)
-	desc, err := s.resolveTag(r.Context(), reg, rt, tag)
+	// A slow upstream must not stall pulls of approved tags: past the
+	// budget the last approved digest is served.
+	ctx, cancel := context.WithTimeout(r.Context(), resolveBudget)
+	defer cancel()
+	desc, err := s.resolveTag(ctx, reg, rt, tag)
 	if err != nil {
 		if errors.Is(err, upstream.ErrNotFound) {
 			s.upstreamError(w, r, rt.Upstream+"/"+rt.Repository+":"+tag, err)

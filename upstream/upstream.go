@@ -122,13 +122,12 @@ func (r *Registry) repo(repo string) name.Repository { return r.reg.Repo(repo) }
 // with a HEAD request. Concurrent resolutions of the same reference share
 // one request.
 func (r *Registry) Resolve(ctx context.Context, repo, reference string) (v1.Descriptor, error) {
-	v, err, _ := r.flights.Do("head\x00"+repo+"\x00"+reference, func() (any, error) {
+	ch := r.flights.DoChan("head\x00"+repo+"\x00"+reference, func() (any, error) {
 		// The shared request must not die with the first caller's context.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveTimeout)
 		defer cancel()
 		var ref name.Reference
-		var err error
-		if d, perr := digest.Parse(reference); perr == nil {
+		if d, err := digest.Parse(reference); err == nil {
 			ref = r.repo(repo).Digest(d.String())
 		} else {
 			ref = r.repo(repo).Tag(reference)
@@ -139,10 +138,17 @@ func (r *Registry) Resolve(ctx context.Context, repo, reference string) (v1.Desc
 		}
 		return *desc, nil
 	})
-	if err != nil {
-		return v1.Descriptor{}, err
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return v1.Descriptor{}, res.Err
+		}
+		return res.Val.(v1.Descriptor), nil
+	case <-ctx.Done():
+		// The caller gives up (e.g. to serve the last approved digest);
+		// the shared request finishes for the others.
+		return v1.Descriptor{}, fmt.Errorf("resolve %s/%s:%s: %w", r.cfg.Name, repo, reference, ctx.Err())
 	}
-	return v.(v1.Descriptor), nil
 }
 
 // Manifest fetches manifest d of repo and returns its bytes and media type.

@@ -89,7 +89,16 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, i
 	if err != nil {
 		return nil, 0, err
 	}
-	return &reader{ctx: ctx, driver: s.driver, path: blobPath(d), size: size}, size, nil
+	rc, err := s.driver.Reader(ctx, blobPath(d), 0)
+	if err != nil {
+		return nil, 0, mapErr(d, err)
+	}
+	if rsc, ok := rc.(io.ReadSeekCloser); ok {
+		// The filesystem driver hands out an *os.File: serving it directly
+		// lets net/http use sendfile.
+		return rsc, size, nil
+	}
+	return &reader{ctx: ctx, driver: s.driver, path: blobPath(d), size: size, rc: rc}, size, nil
 }
 
 // Put stores what r yields as d. size is the expected size, or -1 when not

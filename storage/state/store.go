@@ -288,8 +288,13 @@ func (s *Store) ManifestDecision(upstream, repo string, d digest.Digest) (Decisi
 		switch err := getJSON(tx.Bucket(bucketImages), []byte(ref.String()), &img); {
 		case err == nil:
 			dec.Known, dec.Image = true, &img
-			if img.State == StateApproved {
+			switch img.State {
+			case StateApproved:
 				dec.Serve = true
+				return nil
+			case StateRevoked, StateRejected:
+				// An explicit "no" on this manifest wins over an
+				// approved index that lists it.
 				return nil
 			}
 		case !errors.Is(err, ErrNotFound):
