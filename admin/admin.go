@@ -83,9 +83,13 @@ func (s *Server) Handler() http.Handler {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusNotFound, errors.New("no such endpoint"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	notAllowed := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
 	})
+	// gorilla/mux reports method mismatches per router, so the
+	// subrouter needs its own handler.
+	r.MethodNotAllowedHandler = notAllowed
+	api.MethodNotAllowedHandler = notAllowed
 	return r
 }
 

@@ -142,7 +142,9 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 		err := getJSON(images, key, &img)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			img = Image{Ref: ref, State: StatePending, Created: now, Updated: now, Reason: "queued for the pipeline"}
+			img = Image{Ref: ref, State: StatePending, Created: now, Updated: now, Reason: "queued for the pipeline",
+				// A pull by tag records the tag before the image exists.
+				Tags: currentTags(tx, ref)}
 			if err := putJSON(images, key, &img); err != nil {
 				return err
 			}
@@ -172,6 +174,23 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 		return err
 	})
 	return img, queued, err
+}
+
+// currentTags lists the tags of ref's repository that resolve to ref's digest.
+func currentTags(tx *bolt.Tx, ref Ref) []string {
+	var out []string
+	prefix := []byte(ref.Repo() + ":")
+	c := tx.Bucket(bucketTags).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var t Tag
+		if json.Unmarshal(v, &t) != nil {
+			continue
+		}
+		if cur, ok := t.Current(); ok && cur.Digest == ref.Digest {
+			out = append(out, t.Name)
+		}
+	}
+	return out
 }
 
 // needsJob reports whether a pull should queue pipeline work for img.

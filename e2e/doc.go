@@ -1,0 +1,17 @@
+// Package e2e holds Airlock's end-to-end tests.
+//
+// The tests build the real `airlock` binary once (in TestMain), run it as a
+// subprocess with a YAML config written to a temporary directory, and point
+// it at an in-process distribution v3 registry (internal/registrytest) as its
+// upstream. Clients pull THROUGH airlock with go-containerregistry's remote
+// package and plain HTTP; admin actions go through the admin HTTP API and the
+// airlock CLI itself. Nothing here talks to the internet and every listener
+// binds 127.0.0.1.
+//
+// Run them with:
+//
+//	go test ./e2e/ -count=1 -v
+//
+// This file exists so that the package has a non-test file; all the code is
+// in *_test.go files.
+package e2e
