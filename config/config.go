@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -227,8 +229,11 @@ func (c *Config) decode(r io.Reader) error {
 
 // Validate checks every field and names the first one that is wrong.
 func (c *Config) Validate() error {
-	if c.Listen == "" {
-		return errors.New("listen: must not be empty")
+	if err := validAddr(c.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := validAddr(c.Admin.Listen); err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir: must not be empty")
@@ -385,6 +390,18 @@ func globMatch(pat, parts []string) bool {
 		pat, parts = pat[1:], parts[1:]
 	}
 	return len(parts) == 0
+}
+
+// validAddr checks a listen address of the form host:port or :port.
+func validAddr(a string) error {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", a, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port must be a number 0..65535", a)
+	}
+	return nil
 }
 
 // validHostName accepts host[:port] made of letters, digits, dots and dashes.

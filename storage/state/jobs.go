@@ -96,13 +96,15 @@ func (s *Store) NextJob(busy func(id uint64) bool) (Job, bool, error) {
 // NextDue returns when the earliest not-yet-due job becomes due (zero if none waits).
 func (s *Store) NextDue() (time.Time, error) {
 	var next time.Time
+	now := s.now()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("decode job %x: %w", k, err)
 			}
-			if next.IsZero() || j.NotBefore.Before(next) {
+			// Jobs already due (zero or past NotBefore) do not wait.
+			if j.NotBefore.After(now) && (next.IsZero() || j.NotBefore.Before(next)) {
 				next = j.NotBefore
 			}
 			return nil

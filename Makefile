@@ -1,0 +1,91 @@
+# Airlock: `make run` starts it on the embedded defaults, `make test` is what CI runs.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO       ?= go
+BIN      := bin/airlock
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+# Extra arguments for `airlock serve`, e.g. make run ARGS="--config airlock.yaml".
+ARGS     ?=
+# How long `make test` fuzzes the router.
+FUZZTIME ?= 10s
+
+.DEFAULT_GOAL := build
+.PHONY: build run test test-unit test-e2e fuzz bench fmt fmt-check vet clean help
+
+## build: bin/airlock, a static binary stamped with the git version
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/airlock
+
+## run: build and run `airlock serve` on the embedded defaults (data in ./data,
+##      Docker Hub upstream); the admin token comes from $AIRLOCK_ADMIN_TOKEN or
+##      is generated once into ./data/admin.token
+run: build
+	@mkdir -p data; \
+	if [ -n "$${AIRLOCK_ADMIN_TOKEN:-}" ]; then \
+	  tokenhint='# the admin token is the one in your $$AIRLOCK_ADMIN_TOKEN'; \
+	else \
+	  if [ ! -s data/admin.token ]; then \
+	    (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > data/admin.token); \
+	    echo "airlock: generated an admin token in data/admin.token"; \
+	  fi; \
+	  chmod 600 data/admin.token; \
+	  export AIRLOCK_ADMIN_TOKEN="$$(cat data/admin.token)"; \
+	  tokenhint='export AIRLOCK_ADMIN_TOKEN=$$(cat data/admin.token)'; \
+	fi; \
+	echo "airlock: registry API on localhost:5000, admin API on 127.0.0.1:5001, data in ./data"; \
+	echo "airlock: in another shell, from this directory:"; \
+	echo "    $$tokenhint"; \
+	echo "    crane pull --insecure localhost:5000/library/alpine:3.20 alpine.tar   # DENIED: in quarantine"; \
+	echo "    ./$(BIN) images list"; \
+	echo "    ./$(BIN) approve docker.io/library/alpine:3.20 --reason 'reviewed'"; \
+	echo "    crane pull --insecure localhost:5000/library/alpine:3.20 alpine.tar   # served"; \
+	echo "    ./$(BIN) revoke docker.io/library/alpine:3.20 --reason 'withdrawn'"; \
+	exec ./$(BIN) serve $(ARGS)
+
+## test: vet, gofmt check, race-enabled unit tests, end-to-end tests, a short router fuzz
+test: vet fmt-check test-unit test-e2e fuzz
+
+## test-unit: every package except ./e2e, with the race detector
+test-unit:
+	$(GO) test -race $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/')
+
+## test-e2e: the end-to-end tests (they build and run the real binary: no -race,
+##           and -count=1 because the test cache cannot see what a subprocess reads)
+test-e2e:
+	@if compgen -G 'e2e/*_test.go' >/dev/null; then \
+	  echo "$(GO) test -count=1 ./e2e/"; $(GO) test -count=1 ./e2e/; \
+	else \
+	  echo "e2e: no test files yet"; \
+	fi
+
+## fuzz: fuzz the router's name/reference/ns parser for $(FUZZTIME)
+fuzz:
+	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)
+
+## bench: run every benchmark
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fmt: gofmt every Go file in place
+fmt:
+	gofmt -w .
+
+## fmt-check: fail if a Go file is not gofmt-formatted
+fmt-check:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "these files need gofmt (run make fmt):"; echo "$$out"; exit 1; fi
+
+## vet: go vet every package
+vet:
+	$(GO) vet ./...
+
+## clean: remove build output (./data, which holds the state and the token, is kept)
+clean:
+	rm -rf bin/
+
+## help: list the targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
