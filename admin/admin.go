@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/scan"
+	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -43,25 +45,49 @@ type ImageDetail struct {
 	Audit []state.Entry `json:"audit"`
 }
 
-// Server is the admin API.
-type Server struct {
-	engine *gate.Engine
-	store  *state.Store
-	token  [32]byte
-	ready  func() error
-	log    *slog.Logger
+// VulnDB is the vulnerability database the admin API reports on and imports into.
+type VulnDB interface {
+	Status() (scan.DBStatus, error)
+	Import(path string) (scan.DBStatus, error)
 }
 
-// New returns the admin API. token must not be empty; ready reports
-// whether Airlock can serve (checked by /readyz).
-func New(engine *gate.Engine, store *state.Store, token string, ready func() error, log *slog.Logger) (*Server, error) {
+// Server is the admin API.
+type Server struct {
+	engine  *gate.Engine
+	store   *state.Store
+	content *content.Store
+	vulndb  VulnDB
+	token   [32]byte
+	ready   func() error
+	log     *slog.Logger
+	tmpDir  string
+}
+
+// Option configures the admin API.
+type Option func(*Server)
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithReady sets the readiness check behind /readyz.
+func WithReady(fn func() error) Option { return func(s *Server) { s.ready = fn } }
+
+// WithScanning enables the SBOM, vulnerability and DB endpoints. Uploaded
+// DB archives are spooled in tmpDir.
+func WithScanning(cs *content.Store, db VulnDB, tmpDir string) Option {
+	return func(s *Server) { s.content, s.vulndb, s.tmpDir = cs, db, tmpDir }
+}
+
+// New returns the admin API. token must not be empty.
+func New(engine *gate.Engine, store *state.Store, token string, opts ...Option) (*Server, error) {
 	if token == "" {
 		return nil, errors.New("admin API: no token configured (set admin.token or AIRLOCK_ADMIN_TOKEN)")
 	}
-	if log == nil {
-		log = slog.Default()
+	s := &Server{engine: engine, store: store, token: sha256.Sum256([]byte(token)), log: slog.Default()}
+	for _, o := range opts {
+		o(s)
 	}
-	return &Server{engine: engine, store: store, token: sha256.Sum256([]byte(token)), ready: ready, log: log}, nil
+	return s, nil
 }
 
 // Handler returns the admin HTTP handler.
@@ -74,7 +100,12 @@ func (s *Server) Handler() http.Handler {
 	api := r.PathPrefix("/api/v1").Subrouter()
 	api.Use(s.auth)
 	api.HandleFunc("/images", s.listImages).Methods(http.MethodGet)
+	api.HandleFunc("/images/{image:.+}/vulnerabilities", s.vulnerabilities).Methods(http.MethodGet)
+	api.HandleFunc("/images/{image:.+}/sbom", s.sbom).Methods(http.MethodGet)
 	api.HandleFunc("/images/{image:.+}", s.showImage).Methods(http.MethodGet)
+	api.HandleFunc("/vulnerabilities/{id}", s.whereIs).Methods(http.MethodGet)
+	api.HandleFunc("/db", s.dbStatus).Methods(http.MethodGet)
+	api.HandleFunc("/db/import", s.dbImport).Methods(http.MethodPost)
 	api.HandleFunc("/approve", s.action(s.engine.Approve)).Methods(http.MethodPost)
 	api.HandleFunc("/revoke", s.action(s.engine.Revoke)).Methods(http.MethodPost)
 	api.HandleFunc("/rescan", s.action(s.engine.Rescan)).Methods(http.MethodPost)

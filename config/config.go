@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -23,10 +24,20 @@ import (
 const (
 	// PolicyManual holds every fetched image in quarantine until an admin approves it.
 	PolicyManual = "manual"
-	// PolicyAuto approves an image as soon as every configured step has passed.
-	// With no scan or sign step configured that means "approve after fetch":
+	// PolicyAuto approves an image right after it is fetched, with no scan:
 	// meant for tests and benchmarks, never for production.
 	PolicyAuto = "auto"
+	// PolicyScan (the default) scans every image and approves it when the
+	// vulnerability policy passes; otherwise it is rejected.
+	PolicyScan = "scan"
+)
+
+// Rescan outcomes accepted in scan.on_rescan_fail.
+const (
+	// RescanRevoke revokes an approved image that fails a rescan.
+	RescanRevoke = "revoke"
+	// RescanFlag keeps serving it and only records the failure.
+	RescanFlag = "flag"
 )
 
 // Tag modes accepted in gate.tag_mode.
@@ -61,6 +72,29 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Limits bounds what Airlock accepts from clients and upstreams.
 	Limits Limits `yaml:"limits"`
+	// Scan configures vulnerability scanning and its database.
+	Scan Scan `yaml:"scan"`
+	// Policy is what a scanned image must satisfy to be approved.
+	Policy Policy `yaml:"policy"`
+}
+
+// Scan configures vulnerability scanning and its database.
+type Scan struct {
+	// DBDir holds the grype vulnerability DB; default <data_dir>/vulndb.
+	DBDir string `yaml:"db_dir"`
+	// MaxDBAge refuses to approve on a DB older than this (0 disables the check).
+	MaxDBAge time.Duration `yaml:"max_db_age"`
+	// UpdateURL is a grype DB listing URL (grype's "latest.json") to update
+	// from on a schedule, for sites with internet; empty means offline:
+	// DBs come in with `airlock db import`.
+	UpdateURL string `yaml:"update_url"`
+	// UpdateInterval is how often UpdateURL is checked.
+	UpdateInterval time.Duration `yaml:"update_interval"`
+	// RescanInterval is how often every approved image is scanned again
+	// (0 disables scheduled rescans; a DB import always triggers one).
+	RescanInterval time.Duration `yaml:"rescan_interval"`
+	// OnRescanFail is "revoke" (default) or "flag".
+	OnRescanFail string `yaml:"on_rescan_fail"`
 }
 
 // Storage selects a distribution v3 storage driver by name with its
@@ -169,7 +203,7 @@ func Default() *Config {
 			Default: true,
 		}},
 		Gate: Gate{
-			Policy:  PolicyManual,
+			Policy:  PolicyScan,
 			Hold:    3 * time.Second,
 			TagMode: TagModeLastApproved,
 			TagTTL:  time.Minute,
@@ -182,6 +216,13 @@ func Default() *Config {
 		},
 		Log:    Log{Format: "text", Level: "info"},
 		Limits: Limits{MaxManifestBytes: 4 << 20},
+		Scan: Scan{
+			MaxDBAge:       5 * 24 * time.Hour,
+			UpdateInterval: 24 * time.Hour,
+			RescanInterval: 24 * time.Hour,
+			OnRescanFail:   RescanRevoke,
+		},
+		Policy: Policy{Rules: Rules{FailOn: SeverityCritical}},
 	}
 }
 
@@ -268,9 +309,9 @@ func (c *Config) Validate() error {
 		return errors.New("upstreams: only one upstream may be the default")
 	}
 	switch c.Gate.Policy {
-	case PolicyManual, PolicyAuto:
+	case PolicyScan, PolicyManual, PolicyAuto:
 	default:
-		return fmt.Errorf("gate.policy: %q is not one of %q, %q", c.Gate.Policy, PolicyManual, PolicyAuto)
+		return fmt.Errorf("gate.policy: %q is not one of %q, %q, %q", c.Gate.Policy, PolicyScan, PolicyManual, PolicyAuto)
 	}
 	switch c.Gate.TagMode {
 	case TagModeLastApproved, TagModeStrict:
@@ -310,7 +351,31 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxManifestBytes < 1024 {
 		return errors.New("limits.max_manifest_bytes: must be at least 1024")
 	}
-	return nil
+	if c.Scan.MaxDBAge < 0 || c.Scan.RescanInterval < 0 {
+		return errors.New("scan: max_db_age and rescan_interval must not be negative")
+	}
+	if c.Scan.UpdateURL != "" {
+		if u, err := url.Parse(c.Scan.UpdateURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") {
+			return fmt.Errorf("scan.update_url: %q is not an http(s) URL", c.Scan.UpdateURL)
+		}
+		if c.Scan.UpdateInterval < time.Minute {
+			return errors.New("scan.update_interval: must be at least 1m")
+		}
+	}
+	switch c.Scan.OnRescanFail {
+	case RescanRevoke, RescanFlag:
+	default:
+		return fmt.Errorf("scan.on_rescan_fail: %q is not %q or %q", c.Scan.OnRescanFail, RescanRevoke, RescanFlag)
+	}
+	return c.Policy.validate()
+}
+
+// ScanDBDir returns scan.db_dir, defaulting to <data_dir>/vulndb.
+func (c *Config) ScanDBDir() string {
+	if c.Scan.DBDir != "" {
+		return c.Scan.DBDir
+	}
+	return filepath.Join(c.DataDir, "vulndb")
 }
 
 func (u Upstream) validate() error {

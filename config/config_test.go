@@ -47,7 +47,7 @@ func TestDefaultsValidate(t *testing.T) {
 	if u.Name != "docker.io" || u.URL != "https://registry-1.docker.io" || !u.Default || u.Insecure || len(u.Allow) != 0 {
 		t.Errorf("default upstream = %+v", u)
 	}
-	if c.Gate.Policy != PolicyManual || c.Gate.TagMode != TagModeLastApproved || c.Gate.Hold <= 0 || c.Gate.Hold > 10*time.Second {
+	if c.Gate.Policy != PolicyScan || c.Policy.FailOn != SeverityCritical || c.Gate.TagMode != TagModeLastApproved || c.Gate.Hold <= 0 || c.Gate.Hold > 10*time.Second {
 		t.Errorf("gate defaults = %+v", c.Gate)
 	}
 	if c.Storage.Driver != "filesystem" {

@@ -78,6 +78,8 @@ type options struct {
 	NoHold bool
 	// TagMode is gate.tag_mode; empty means the default ("last-approved").
 	TagMode string
+	// Extra is YAML appended to the config (e.g. scan: and policy: sections).
+	Extra string
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -155,7 +157,7 @@ gate:
 log:
   format: json
   level: info
-`, regPort, o.DataDir, adminPort, adminToken, up.URL(), up.URL(), policy, hold, tagMode)
+`, regPort, o.DataDir, adminPort, adminToken, up.URL(), up.URL(), policy, hold, tagMode) + o.Extra
 	p := filepath.Join(dir, fmt.Sprintf("airlock-%d.yaml", regPort))
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -47,6 +47,8 @@ type Engine struct {
 	cfg   config.Gate
 	log   *slog.Logger
 
+	onRescanFail string
+
 	wake chan struct{}
 	mu   sync.Mutex
 	busy map[uint64]bool
@@ -58,6 +60,10 @@ type Option func(*Engine)
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
 
+// WithRescanFailure sets what a failed rescan does to an approved image:
+// config.RescanRevoke (the default) or config.RescanFlag.
+func WithRescanFailure(mode string) Option { return func(e *Engine) { e.onRescanFail = mode } }
+
 // New returns an engine that runs steps in order on every queued image.
 func New(store *state.Store, cfg config.Gate, steps []Step, opts ...Option) *Engine {
 	e := &Engine{
@@ -66,7 +72,9 @@ func New(store *state.Store, cfg config.Gate, steps []Step, opts ...Option) *Eng
 		cfg:   cfg,
 		log:   slog.Default(),
 		wake:  make(chan struct{}, 1),
-		busy:  map[uint64]bool{},
+
+		onRescanFail: config.RescanRevoke,
+		busy:         map[uint64]bool{},
 	}
 	for _, o := range opts {
 		o(e)
@@ -208,11 +216,24 @@ func (e *Engine) process(ctx context.Context, job state.Job) {
 		}
 		result.Status = v.Outcome.String()
 		stepDuration.WithLabelValues(step.Name(), result.Status).Observe(time.Since(stepStart).Seconds())
+		if v.Update != nil {
+			// Later steps see what this one learned.
+			v.Update(&subject.Image)
+		}
 		pending = chain(pending, v.Update, record(result))
 		switch v.Outcome {
 		case Reject:
-			e.finish(job, from, rejectState(rescan), "step:"+step.Name(), v.Detail, pending)
 			pipelineRuns.WithLabelValues("rejected").Inc()
+			if rescan && e.onRescanFail == config.RescanFlag {
+				reason := "rescan would reject, flagged: " + v.Detail
+				e.finish(job, from, "", "rescan", reason, chain(pending, func(i *state.Image) { i.Flag = reason }))
+				return
+			}
+			if rescan {
+				e.finish(job, from, state.StateRevoked, "rescan", "rescan failed policy: "+v.Detail, pending)
+				return
+			}
+			e.finish(job, from, state.StateRejected, "step:"+step.Name(), v.Detail, pending)
 			return
 		case Hold:
 			if rescan {
@@ -226,6 +247,7 @@ func (e *Engine) process(ctx context.Context, job state.Job) {
 	reason := fmt.Sprintf("every step passed in %s", time.Since(start).Round(time.Millisecond))
 	if rescan {
 		reason = "rescan passed"
+		pending = chain(pending, func(i *state.Image) { i.Flag = "" })
 	}
 	e.finish(job, from, state.StateApproved, "approve", reason, pending)
 	pipelineRuns.WithLabelValues("approved").Inc()
@@ -239,13 +261,6 @@ func (e *Engine) runStep(ctx context.Context, step Step, s *Subject) (v Verdict,
 		}
 	}()
 	return step.Run(ctx, s)
-}
-
-func rejectState(rescan bool) state.State {
-	if rescan {
-		return state.StateRevoked
-	}
-	return state.StateRejected
 }
 
 // finish ends a job with the image moved to st, in one transaction.

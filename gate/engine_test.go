@@ -62,6 +62,7 @@ func newPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.Ro
 	cfg := config.Default()
 	cfg.Upstreams = []config.Upstream{{Name: "docker.io", URL: up.URL(), Insecure: true, Default: true}}
 	cfg.Gate.Retry.Backoff = 20 * time.Millisecond
+	cfg.Gate.Policy = config.PolicyManual
 	cfg.Gate.Retry.MaxBackoff = 100 * time.Millisecond
 	if edit != nil {
 		edit(cfg)
@@ -86,7 +87,7 @@ func newPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.Ro
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy, _ := gate.NewPolicyStep(cfg.Gate.Policy)
+	policy, _ := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
 	engine := gate.New(store, cfg.Gate, []gate.Step{fetch, policy})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -2,24 +2,35 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/policy"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
-// PolicyStep makes the final decision once every check has passed.
+// maxRecordedViolations bounds the violations kept on the image record
+// (the full list is in the report); records are read on every pull.
+const maxRecordedViolations = 20
+
+// PolicyStep makes the decision once every check has run.
 type PolicyStep struct {
-	policy string
+	mode  string
+	rules config.Policy
+	now   func() time.Time
 }
 
-// NewPolicyStep returns the policy step for gate.policy.
-func NewPolicyStep(policy string) (*PolicyStep, error) {
-	switch policy {
-	case config.PolicyManual, config.PolicyAuto:
-		return &PolicyStep{policy: policy}, nil
+// NewPolicyStep returns the policy step for gate.policy and the
+// vulnerability policy.
+func NewPolicyStep(mode string, rules config.Policy) (*PolicyStep, error) {
+	switch mode {
+	case config.PolicyScan, config.PolicyManual, config.PolicyAuto:
+		return &PolicyStep{mode: mode, rules: rules, now: time.Now}, nil
 	}
-	return nil, fmt.Errorf("unknown gate policy %q", policy)
+	return nil, fmt.Errorf("unknown gate policy %q", mode)
 }
 
 // Name implements Step.
@@ -30,10 +41,10 @@ func (p *PolicyStep) State() state.State { return "" }
 
 // Run implements Step.
 func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
-	switch p.policy {
+	switch p.mode {
 	case config.PolicyAuto:
-		return Verdict{Outcome: Pass, Detail: "auto policy: approved once every step passed"}, nil
-	default:
+		return Verdict{Outcome: Pass, Detail: "auto policy: approved without checks"}, nil
+	case config.PolicyManual:
 		if s.Rescan {
 			// Under the manual policy there is nothing to re-check: the
 			// admin's approval stands.
@@ -41,4 +52,41 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 		}
 		return Verdict{Outcome: Hold, Detail: "manual policy: waiting for an admin to approve"}, nil
 	}
+	if s.Report == nil {
+		return Verdict{}, errors.New("no scan report to decide on")
+	}
+	rules := p.rules.For(s.Image.Upstream, s.Image.Repository)
+	d := policy.Evaluate(rules, Input(s.Report, s.Image.ContentSize), p.now())
+	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Notes: d.Notes}
+	for i, v := range d.Violations {
+		if i == maxRecordedViolations {
+			break
+		}
+		sum.Violations = append(sum.Violations, v.Message)
+	}
+	update := func(img *state.Image) { img.Policy = sum }
+	if !d.Pass {
+		return Verdict{Outcome: Reject, Detail: d.Summary(), Update: update}, nil
+	}
+	detail := "policy " + d.Version + " passed"
+	if len(d.Accepted) > 0 {
+		detail += "; accepted: " + strings.Join(d.Accepted, "; ")
+	}
+	return Verdict{Outcome: Pass, Detail: detail, Update: update}, nil
+}
+
+// Input turns a scan report into the policy's input.
+func Input(rep *Report, size int64) policy.Input {
+	in := policy.Input{Size: size}
+	for _, p := range rep.Platforms {
+		for _, pkg := range p.Packages {
+			in.Packages = append(in.Packages, policy.Package{Name: pkg.Name, Version: pkg.Version, Licenses: pkg.Licenses})
+		}
+		for _, m := range p.Matches {
+			in.Vulnerabilities = append(in.Vulnerabilities, policy.Vulnerability{
+				ID: m.VulnID, Severity: m.Severity, Package: m.Package, Version: m.Version, FixedIn: m.FixedIn, FixState: m.FixState,
+			})
+		}
+	}
+	return in
 }

@@ -27,6 +27,8 @@ type Subject struct {
 	Image state.Image
 	// Rescan is true when the image is approved and only the checks run again.
 	Rescan bool
+	// Report is the scan step's report, for the steps after it.
+	Report *Report
 }
 
 // Outcome is what a step decided.

@@ -47,6 +47,7 @@ func newStack(t *testing.T, edit func(*config.Config)) *stack {
 		{Name: "ghcr.io", Alias: "ghcr", URL: up.URL(), Insecure: true, Allow: []string{"allowed/**"}},
 	}
 	cfg.Gate.Hold = 0
+	cfg.Gate.Policy = config.PolicyManual
 	cfg.Gate.TagTTL = 0
 	cfg.Gate.Retry.Backoff = 50 * time.Millisecond
 	if edit != nil {
@@ -73,7 +74,7 @@ func newStack(t *testing.T, edit func(*config.Config)) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy, err := gate.NewPolicyStep(cfg.Gate.Policy)
+	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -28,11 +30,18 @@ type adminClient struct {
 
 func adminCommand(args []string, stdout, stderr io.Writer) error {
 	cmd := args[0]
-	if cmd == "images" {
-		if len(args) < 2 || (args[1] != "list" && args[1] != "show") {
-			return errors.New("usage: airlock images list|show ...")
+	switch cmd {
+	case "images":
+		if len(args) < 2 || !slices.Contains([]string{"list", "show", "vulns", "sbom"}, args[1]) {
+			return errors.New("usage: airlock images list|show|vulns|sbom ...")
 		}
 		cmd = "images " + args[1]
+		args = args[1:]
+	case "db":
+		if len(args) < 2 || (args[1] != "import" && args[1] != "status") {
+			return errors.New("usage: airlock db import FILE | airlock db status")
+		}
+		cmd = "db " + args[1]
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -44,6 +53,8 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	imageFilter := fs.String("image", "", "only entries of this image")
 	limit := fs.Int("limit", 50, "at most this many entries")
 	asJSON := fs.Bool("json", false, "print JSON")
+	format := fs.String("format", "spdx", "SBOM format: spdx or syft")
+	platform := fs.String("platform", "", "platform manifest digest or os/arch of an index (SBOM)")
 	// Flags may come after the image argument, as in the README examples.
 	positional, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -127,6 +138,69 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Image, e.From, e.To, e.Reason)
 		}
 		return tw.Flush()
+	case "images vulns":
+		img, err := needImage()
+		if err != nil {
+			return err
+		}
+		var out admin.VulnerabilityReport
+		if err := c.do(http.MethodGet, "/api/v1/images/"+img+"/vulnerabilities", nil, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		return printVulns(stdout, out)
+	case "images sbom":
+		img, err := needImage()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"format": {*format}, "platform": {*platform}}
+		return c.raw(http.MethodGet, "/api/v1/images/"+img+"/sbom?"+q.Encode(), nil, stdout)
+	case "cve":
+		if len(positional) != 1 {
+			return errors.New("usage: airlock cve VULNERABILITY-ID")
+		}
+		var out struct {
+			Images []state.VulnHit `json:"images"`
+		}
+		if err := c.do(http.MethodGet, "/api/v1/vulnerabilities/"+url.PathEscape(positional[0]), nil, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "STATE\tIMAGE\tSEVERITY\tPACKAGES")
+		for _, h := range out.Images {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.State, h.Image, h.Severity, strings.Join(h.Packages, ", "))
+		}
+		return tw.Flush()
+	case "db status":
+		var out any
+		if err := c.do(http.MethodGet, "/api/v1/db", nil, &out); err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	case "db import":
+		if len(positional) != 1 {
+			return errors.New("usage: airlock db import FILE (a grype v6 DB archive or vulnerability.db)")
+		}
+		f, err := os.Open(positional[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// Imports of multi-GB archives take a while: no client timeout.
+		c.http.Timeout = 0
+		var out admin.DBImportResult
+		if err := c.do(http.MethodPost, "/api/v1/db/import?name="+url.QueryEscape(filepath.Base(positional[0])), f, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "imported vulnerability DB built %s (schema %s); queued %d rescans and %d retries\n",
+			out.DB.Built.Format(time.RFC3339), out.DB.SchemaVersion, out.Rescans, out.Retries)
+		return nil
 	case "jobs":
 		var out any
 		if err := c.do(http.MethodGet, "/api/v1/jobs", nil, &out); err != nil {
@@ -153,14 +227,29 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// do sends body (JSON-encoded, or streamed when it is an io.Reader) and
+// decodes the JSON answer into out.
 func (c *adminClient) do(method, path string, body, out any) error {
+	var buf bytes.Buffer
+	if err := c.raw(method, path, body, &buf); err != nil {
+		return err
+	}
+	return json.Unmarshal(buf.Bytes(), out)
+}
+
+// raw sends a request and copies a successful answer's body to w.
+func (c *adminClient) raw(method, path string, body any, w io.Writer) error {
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd = b
+	default:
+		enc, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(enc)
 	}
 	req, err := http.NewRequest(method, c.base+path, rd)
 	if err != nil {
@@ -173,11 +262,8 @@ func (c *adminClient) do(method, path string, body, out any) error {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
 	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		var e struct {
 			Error string `json:"error"`
 		}
@@ -186,7 +272,40 @@ func (c *adminClient) do(method, path string, body, out any) error {
 		}
 		return fmt.Errorf("admin API: %s", resp.Status)
 	}
-	return json.Unmarshal(raw, out)
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	return nil
+}
+
+// printVulns prints a vulnerability report as a table.
+func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
+	fmt.Fprintf(w, "%s  state %s", r.Image, r.State)
+	if r.Report != nil {
+		fmt.Fprintf(w, "  scanned %s with DB built %s", r.Report.ScannedAt.Format(time.RFC3339), r.Report.DB.Built.Format(time.DateOnly))
+	}
+	fmt.Fprintln(w)
+	if r.Policy != nil {
+		verdict := "passed"
+		if !r.Policy.Pass {
+			verdict = fmt.Sprintf("failed (%d violations)", r.Policy.Total)
+		}
+		fmt.Fprintf(w, "policy %s %s\n", r.Policy.Version, verdict)
+		for _, v := range r.Policy.Violations {
+			fmt.Fprintln(w, "  -", v)
+		}
+	}
+	if r.Report == nil {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLATFORM\tVULNERABILITY\tSEVERITY\tPACKAGE\tVERSION\tFIXED IN")
+	for _, p := range r.Report.Platforms {
+		for _, m := range p.Matches {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Platform, m.VulnID, m.Severity, m.Package, m.Version, strings.Join(m.FixedIn, ","))
+		}
+	}
+	return tw.Flush()
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -25,6 +25,12 @@ Usage:
   airlock rescan IMAGE [--reason TEXT]      re-run the checks on an image
   airlock audit [--image IMAGE] [--limit N] print the audit log, newest first
   airlock jobs                              list the pipeline queue
+  airlock images vulns IMAGE                show an image's vulnerabilities and policy decision
+  airlock images sbom IMAGE [--format spdx|syft] [--platform P]
+                                            print an image's SBOM
+  airlock cve ID                            list the images affected by a vulnerability
+  airlock db import FILE                    install a grype v6 DB archive and rescan approved images
+  airlock db status                         show the installed vulnerability DB
 
 IMAGE is <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>,
 e.g. docker.io/library/alpine:3.20.
@@ -60,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "airlock", version)
 		return nil
-	case "images", "approve", "revoke", "rescan", "audit", "jobs":
+	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve":
 		return adminCommand(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -23,6 +23,7 @@ import (
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/proxy"
+	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -78,14 +79,29 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("gate.platforms: %w", err)
 	}
-	policy, err := gate.NewPolicyStep(cfg.Gate.Policy)
+	steps := []gate.Step{fetch}
+	var scanner *scan.Scanner
+	if cfg.Gate.Policy == config.PolicyScan {
+		scanner, err = scan.New(cfg.ScanDBDir(), scan.WithMaxAge(cfg.Scan.MaxDBAge))
+		if err != nil {
+			return err
+		}
+		if st, err := scanner.Status(); err != nil {
+			log.Warn("no usable vulnerability DB: images fail the scan step until one is imported (airlock db import)", "db_dir", cfg.ScanDBDir(), "err", err)
+		} else {
+			log.Info("vulnerability DB", "built", st.Built, "schema", st.SchemaVersion, "path", st.Path)
+		}
+		steps = append(steps, gate.NewScanStep(scanner, cs, store))
+	}
+	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
 	if err != nil {
 		return err
 	}
+	steps = append(steps, policy)
 	if cfg.Gate.Policy == config.PolicyAuto {
 		log.Warn("gate.policy is auto: images are approved without any check; use it for tests only")
 	}
-	engine := gate.New(store, cfg.Gate, []gate.Step{fetch, policy}, gate.WithLogger(log))
+	engine := gate.New(store, cfg.Gate, steps, gate.WithLogger(log), gate.WithRescanFailure(cfg.Scan.OnRescanFail))
 	promauto.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "airlock_queue_depth",
 		Help: "Jobs waiting in or running from the pipeline queue.",
@@ -102,7 +118,11 @@ func serve(args []string, stderr io.Writer) error {
 	if cfg.Admin.Token == "" {
 		log.Error("admin API disabled: no token; set admin.token or AIRLOCK_ADMIN_TOKEN to enable it")
 	} else {
-		adm, err := admin.New(engine, store, cfg.Admin.Token, ready, log)
+		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready)}
+		if scanner != nil {
+			opts = append(opts, admin.WithScanning(cs, scanner, cfg.DataDir))
+		}
+		adm, err := admin.New(engine, store, cfg.Admin.Token, opts...)
 		if err != nil {
 			return err
 		}
@@ -129,6 +149,22 @@ func serve(args []string, stderr io.Writer) error {
 		defer wg.Done()
 		engine.Run(engineCtx)
 	}()
+	if scanner != nil && cfg.Scan.RescanInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			engine.RunRescans(engineCtx, cfg.Scan.RescanInterval)
+		}()
+	}
+	if scanner != nil && cfg.Scan.UpdateURL != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			engine.RunDBUpdates(engineCtx, cfg.Scan.UpdateInterval, func(ctx context.Context) (bool, error) {
+				return scanner.Update(ctx, cfg.Scan.UpdateURL)
+			})
+		}()
+	}
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
 		log.Info("listening", "addr", lns[i].Addr().String(), "api", apis[i])

@@ -25,6 +25,12 @@ var (
 	bucketJobs     = []byte("jobs")
 	bucketJobIndex = []byte("jobindex")
 	bucketAudit    = []byte("audit")
+	// bucketVulns maps "<vuln id>\x00<image key>" to a vulnEntry; the
+	// "where is CVE-X?" lookup is a prefix scan.
+	bucketVulns = []byte("vulns")
+	// bucketImageVulns maps an image key to the vuln IDs it has in
+	// bucketVulns, so a new scan replaces the old entries.
+	bucketImageVulns = []byte("imagevulns")
 )
 
 // maxTagHistory bounds the digests remembered per tag.
@@ -60,7 +66,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit} {
+		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -119,6 +119,47 @@ type Image struct {
 	Updated     time.Time    `json:"updated"`
 	ApprovedAt  time.Time    `json:"approved_at,omitzero"`
 	ApprovedBy  string       `json:"approved_by,omitempty"`
+	// Scan summarises the last vulnerability scan.
+	Scan *ScanSummary `json:"scan,omitempty"`
+	// Policy is the last policy decision.
+	Policy *PolicySummary `json:"policy,omitempty"`
+	// Flag is set when a rescan failed policy but scan.on_rescan_fail is
+	// "flag": the image stays approved and an admin should look.
+	Flag string `json:"flag,omitempty"`
+}
+
+// ScanSummary is the short form of a scan, kept on the image record; the
+// full report and SBOMs are content-store blobs.
+type ScanSummary struct {
+	ScannedAt time.Time `json:"scanned_at"`
+	// Report is the digest of the JSON vulnerability report blob.
+	Report digest.Digest `json:"report"`
+	// DBBuilt is the build time of the vulnerability DB used.
+	DBBuilt time.Time `json:"db_built"`
+	// Packages is the number of packages found (all platforms).
+	Packages int `json:"packages"`
+	// Severities counts vulnerabilities by severity.
+	Severities map[string]int `json:"severities,omitempty"`
+}
+
+// PolicySummary is the short form of a policy decision.
+type PolicySummary struct {
+	Pass    bool      `json:"pass"`
+	Version string    `json:"policy_version"`
+	Decided time.Time `json:"decided"`
+	// Violations lists the first failed rules (Total says how many there were).
+	Violations []string `json:"violations,omitempty"`
+	Total      int      `json:"total_violations,omitempty"`
+	Accepted   []string `json:"accepted,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// VulnHit is one image affected by a vulnerability (the "where is CVE-X?" index).
+type VulnHit struct {
+	Image    Ref      `json:"image"`
+	State    State    `json:"state"`
+	Severity string   `json:"severity"`
+	Packages []string `json:"packages"`
 }
 
 // Fetched reports whether the image's content is complete in the content store.
