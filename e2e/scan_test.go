@@ -75,7 +75,7 @@ func TestScanGate(t *testing.T) {
 	if err != nil || !strings.Contains(out, "imported vulnerability DB") {
 		t.Fatalf("airlock db import: %v\n%s", err, out)
 	}
-	if out, err := al.cli(t, "db", "status"); err != nil || !strings.Contains(out, "SchemaVersion") && !strings.Contains(out, "schema") {
+	if out, err := al.cli(t, "db", "status"); err != nil || !strings.Contains(out, "schema_version") {
 		t.Fatalf("airlock db status: %v\n%s", err, out)
 	}
 	al.waitState(t, key("scan/clean"), 60*time.Second, "approved")

@@ -59,6 +59,13 @@ type pipeline struct {
 
 func newPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.RoundTripper, edit func(*config.Config)) *pipeline {
 	t.Helper()
+	return buildPipeline(t, up, dir, rt, nil, edit)
+}
+
+// buildPipeline wires the real steps; with a scanner the scan step runs
+// between fetch and policy.
+func buildPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.RoundTripper, sc gate.Scanner, edit func(*config.Config)) *pipeline {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Upstreams = []config.Upstream{{Name: "docker.io", URL: up.URL(), Insecure: true, Default: true}}
 	cfg.Gate.Retry.Backoff = 20 * time.Millisecond
@@ -87,8 +94,15 @@ func newPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.Ro
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy, _ := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
-	engine := gate.New(store, cfg.Gate, []gate.Step{fetch, policy})
+	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []gate.Step{fetch}
+	if sc != nil {
+		steps = append(steps, gate.NewScanStep(sc, cs, store))
+	}
+	engine := gate.New(store, cfg.Gate, append(steps, policy), gate.WithRescanFailure(cfg.Scan.OnRescanFail))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

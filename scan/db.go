@@ -37,20 +37,20 @@ var ErrDBStale = errors.New("vulnerability database is stale: import a newer one
 // DBStatus describes an installed vulnerability database.
 type DBStatus struct {
 	// Built is when the database was built (UTC).
-	Built time.Time
+	Built time.Time `json:"built"`
 	// SchemaVersion is the database schema version, e.g. "v6.1.10".
-	SchemaVersion string
+	SchemaVersion string `json:"schema_version"`
 	// Path is the database file, <dbRoot>/6/vulnerability.db.
-	Path string
+	Path string `json:"path"`
 	// Checksum is the database file digest recorded at import, e.g.
 	// "xxh64:0123456789abcdef".
-	Checksum string
+	Checksum string `json:"checksum,omitempty"`
 	// Source is where the database was imported from, as recorded at
 	// import ("manual import" for `grype db import` and Scanner.Import).
-	Source string
+	Source string `json:"source,omitempty"`
 	// Age is how long ago the database was built, as of the call that
 	// returned this status.
-	Age time.Duration
+	Age time.Duration `json:"age_ns"`
 }
 
 // openDirName is the directory under the DB root holding one hard-linked

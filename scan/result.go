@@ -37,38 +37,38 @@ type Result struct {
 
 // Package is one package found in an image.
 type Package struct {
-	Name    string
-	Version string
+	Name    string `json:"name"`
+	Version string `json:"version"`
 	// Type is syft's package type, e.g. "apk", "deb", "go-module".
-	Type string
+	Type string `json:"type"`
 	// Licenses are the declared licenses, as SPDX expressions where syft
 	// could normalize them and as found otherwise.
-	Licenses []string
+	Licenses []string `json:"licenses,omitempty"`
 	// PURL is the package URL, e.g. "pkg:apk/alpine/musl@1.2.5-r0?arch=x86_64&distro=alpine-3.20.3".
-	PURL string
+	PURL string `json:"purl,omitempty"`
 }
 
 // Match is one vulnerability affecting one package.
 type Match struct {
 	// VulnID is the vulnerability identifier, e.g. "CVE-2024-0001".
-	VulnID string
+	VulnID string `json:"id"`
 	// Severity is "Critical", "High", "Medium", "Low", "Negligible" or
 	// "Unknown".
-	Severity string
+	Severity string `json:"severity"`
 	// Package, Version and Type identify the affected package.
-	Package string
-	Version string
-	Type    string
+	Package string `json:"package"`
+	Version string `json:"version"`
+	Type    string `json:"type"`
 	// FixedIn lists the versions that fix the vulnerability, if any.
-	FixedIn []string
+	FixedIn []string `json:"fixed_in,omitempty"`
 	// FixState is "fixed", "not-fixed", "wont-fix" or "unknown".
-	FixState string
+	FixState string `json:"fix_state"`
 	// Namespace is the vulnerability data source, e.g.
 	// "alpine:distro:alpine:3.20".
-	Namespace string
+	Namespace string `json:"namespace,omitempty"`
 	// Description is the start of the vulnerability's description (at
 	// most descriptionMax bytes, cut at a word boundary), if any.
-	Description string
+	Description string `json:"description,omitempty"`
 }
 
 // descriptionMax bounds Match.Description.

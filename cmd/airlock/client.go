@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/admin"
+	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -178,11 +179,16 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		return tw.Flush()
 	case "db status":
-		var out any
+		var out scan.DBStatus
 		if err := c.do(http.MethodGet, "/api/v1/db", nil, &out); err != nil {
 			return err
 		}
-		return printJSON(stdout, out)
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		fmt.Fprintf(stdout, "built:          %s (%s ago)\nschema_version: %s\npath:           %s\nchecksum:       %s\nsource:         %s\n",
+			out.Built.Format(time.RFC3339), out.Age.Round(time.Minute), out.SchemaVersion, out.Path, out.Checksum, out.Source)
+		return nil
 	case "db import":
 		if len(positional) != 1 {
 			return errors.New("usage: airlock db import FILE (a grype v6 DB archive or vulnerability.db)")
