@@ -61,6 +61,7 @@ type Server struct {
 	ready   func() error
 	log     *slog.Logger
 	tmpDir  string
+	pubKey  []byte
 }
 
 // Option configures the admin API.
@@ -77,6 +78,10 @@ func WithReady(fn func() error) Option { return func(s *Server) { s.ready = fn }
 func WithScanning(cs *content.Store, db VulnDB, tmpDir string) Option {
 	return func(s *Server) { s.content, s.vulndb, s.tmpDir = cs, db, tmpDir }
 }
+
+// WithPublicKey serves the enterprise signing public key at /airlock.pub
+// (no token: it is public) and /api/v1/keys/public.
+func WithPublicKey(pem []byte) Option { return func(s *Server) { s.pubKey = pem } }
 
 // New returns the admin API. token must not be empty.
 func New(engine *gate.Engine, store *state.Store, token string, opts ...Option) (*Server, error) {
@@ -97,6 +102,7 @@ func (s *Server) Handler() http.Handler {
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.HandleFunc("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.Handler())
+	r.HandleFunc("/airlock.pub", s.publicKey).Methods(http.MethodGet)
 	api := r.PathPrefix("/api/v1").Subrouter()
 	api.Use(s.auth)
 	api.HandleFunc("/images", s.listImages).Methods(http.MethodGet)
@@ -111,6 +117,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/rescan", s.action(s.engine.Rescan)).Methods(http.MethodPost)
 	api.HandleFunc("/audit", s.audit).Methods(http.MethodGet)
 	api.HandleFunc("/jobs", s.jobs).Methods(http.MethodGet)
+	api.HandleFunc("/keys/public", s.publicKey).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusNotFound, errors.New("no such endpoint"))
 	})
@@ -139,6 +146,15 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func (s *Server) publicKey(w http.ResponseWriter, _ *http.Request) {
+	if len(s.pubKey) == 0 {
+		writeErr(w, http.StatusNotFound, errors.New("signing is not enabled (no signing.key)"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.pubKey)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {

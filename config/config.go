@@ -76,6 +76,10 @@ type Config struct {
 	Scan Scan `yaml:"scan"`
 	// Policy is what a scanned image must satisfy to be approved.
 	Policy Policy `yaml:"policy"`
+	// Signatures configures verification of upstream signatures.
+	Signatures Signatures `yaml:"signatures"`
+	// Signing configures signing and attesting approved images.
+	Signing Signing `yaml:"signing"`
 }
 
 // Scan configures vulnerability scanning and its database.
@@ -222,7 +226,9 @@ func Default() *Config {
 			RescanInterval: 24 * time.Hour,
 			OnRescanFail:   RescanRevoke,
 		},
-		Policy: Policy{Rules: Rules{FailOn: SeverityCritical}},
+		Policy:     Policy{Rules: Rules{FailOn: SeverityCritical}},
+		Signatures: Signatures{Mode: VerifyNone},
+		Signing:    Signing{Validity: 30 * 24 * time.Hour},
 	}
 }
 
@@ -366,6 +372,12 @@ func (c *Config) Validate() error {
 	case RescanRevoke, RescanFlag:
 	default:
 		return fmt.Errorf("scan.on_rescan_fail: %q is not %q or %q", c.Scan.OnRescanFail, RescanRevoke, RescanFlag)
+	}
+	if err := c.Signatures.validate(); err != nil {
+		return err
+	}
+	if err := c.Signing.validate(); err != nil {
+		return err
 	}
 	return c.Policy.validate()
 }

@@ -59,12 +59,22 @@ func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, erro
 	if reason == "" {
 		reason = "approved by an admin"
 	}
+	// Images still in the pipeline finish it first; an admin decides on
+	// what the pipeline concluded.
+	from := []state.State{state.StateAwaitingApproval, state.StateRejected, state.StateRevoked, state.StateFailed}
+	if len(e.stepsNamed("sign")) > 0 {
+		// Approved images are signed first: the image is served once the
+		// sign job has attached Airlock's signature.
+		img, err = e.store.Hand(ref, state.JobSign, state.Change{From: from, To: state.StateSigning, Actor: actor, Action: "approve", Reason: reason})
+		if err != nil {
+			return img, fmt.Errorf("approve %s: %w", ref, err)
+		}
+		e.Wake()
+		e.log.Info("state change", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason)
+		return img, nil
+	}
 	img, err = e.store.Transition(ref, state.Change{
-		From: []state.State{
-			state.StateAwaitingApproval, state.StateRejected, state.StateRevoked, state.StateFailed,
-			state.StateVerifying, state.StateScanning, state.StateSigning,
-		},
-		To: state.StateApproved, Actor: actor, Action: "approve", Reason: reason,
+		From: from, To: state.StateApproved, Actor: actor, Action: "approve", Reason: reason,
 	})
 	if err != nil {
 		return img, fmt.Errorf("approve %s: %w", ref, err)

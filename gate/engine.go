@@ -170,24 +170,33 @@ func (e *Engine) process(ctx context.Context, job state.Job) {
 		return
 	}
 	rescan := job.Kind == state.JobRescan
+	steps, from := e.steps, pipelineStates
 	switch {
 	case rescan && img.State != state.StateApproved:
 		// Revoked or re-queued since the rescan was asked for: nothing to re-check.
 		_, _ = e.store.FinishJob(job, nil)
 		return
+	case job.Kind == state.JobSign && img.State != state.StateSigning && img.State != state.StateFailed:
+		_, _ = e.store.FinishJob(job, nil)
+		return
+	case job.Kind == state.JobSign:
+		// An admin approved: only signing is left before the image is served.
+		steps, from = e.stepsNamed("sign"), []state.State{state.StateSigning, state.StateFailed}
 	case !rescan && !slices.Contains(pipelineStates, img.State):
 		// An admin decided while the job waited.
 		_, _ = e.store.FinishJob(job, nil)
 		return
 	}
-	start := time.Now()
-	subject := &Subject{Image: img, Rescan: rescan}
-	var pending func(*state.Image) // the previous step's record update
-	from := pipelineStates
 	if rescan {
 		from = []state.State{state.StateApproved}
 	}
-	for _, step := range e.steps {
+	start := time.Now()
+	subject := &Subject{Image: img, Rescan: rescan, Actor: ActorPipeline}
+	if job.Kind == state.JobSign {
+		subject.Actor = job.Actor
+	}
+	var pending func(*state.Image) // the previous step's record update
+	for _, step := range steps {
 		if !rescan && step.State() != "" {
 			img, err = e.store.Transition(job.Image, state.Change{
 				From: from, To: step.State(), Actor: ActorPipeline,
@@ -245,12 +254,26 @@ func (e *Engine) process(ctx context.Context, job state.Job) {
 		}
 	}
 	reason := fmt.Sprintf("every step passed in %s", time.Since(start).Round(time.Millisecond))
-	if rescan {
+	switch {
+	case rescan:
 		reason = "rescan passed"
 		pending = chain(pending, func(i *state.Image) { i.Flag = "" })
+	case job.Kind == state.JobSign:
+		reason = job.Reason
 	}
-	e.finish(job, from, state.StateApproved, "approve", reason, pending)
+	e.finishAs(job, subject.Actor, from, state.StateApproved, "approve", reason, pending)
 	pipelineRuns.WithLabelValues("approved").Inc()
+}
+
+// stepsNamed returns the configured steps with that name.
+func (e *Engine) stepsNamed(name string) []Step {
+	var out []Step
+	for _, s := range e.steps {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (e *Engine) runStep(ctx context.Context, step Step, s *Subject) (v Verdict, err error) {
@@ -265,8 +288,13 @@ func (e *Engine) runStep(ctx context.Context, step Step, s *Subject) (v Verdict,
 
 // finish ends a job with the image moved to st, in one transaction.
 func (e *Engine) finish(job state.Job, from []state.State, st state.State, action, reason string, update func(*state.Image)) {
+	e.finishAs(job, ActorPipeline, from, st, action, reason, update)
+}
+
+// finishAs is finish with the audit actor given.
+func (e *Engine) finishAs(job state.Job, actor string, from []state.State, st state.State, action, reason string, update func(*state.Image)) {
 	img, err := e.store.FinishJob(job, &state.Change{
-		From: from, To: st, Actor: ActorPipeline, Action: action, Reason: reason, Mutate: apply(update),
+		From: from, To: st, Actor: actor, Action: action, Reason: reason, Mutate: apply(update),
 	})
 	if err != nil {
 		e.abandon(job, err)

@@ -29,6 +29,9 @@ type Subject struct {
 	Rescan bool
 	// Report is the scan step's report, for the steps after it.
 	Report *Report
+	// Actor is who the approval will be credited to: the pipeline, or the
+	// admin whose approval a sign job completes.
+	Actor string
 }
 
 // Outcome is what a step decided.

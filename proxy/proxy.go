@@ -106,6 +106,7 @@ func (s *Server) Handler() http.Handler {
 	r.HandleFunc("/v2/{name:.+}/manifests/{reference}", s.manifest).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v2/{name:.+}/blobs/{digest}", s.blob).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v2/{name:.+}/tags/list", s.tags).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2/{name:.+}/referrers/{digest}", s.referrers).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.MethodNotAllowedHandler = http.HandlerFunc(unsupported)
 	r.NotFoundHandler = http.HandlerFunc(notFound)

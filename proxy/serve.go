@@ -36,6 +36,9 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if tag != "" {
+		if s.signatureTag(w, r, rt, tag) {
+			return
+		}
 		s.manifestByTag(w, r, rt, tag)
 		return
 	}
@@ -52,6 +55,14 @@ func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt Rou
 	}
 	if dec.Serve {
 		s.serveManifest(w, r, ref, dec)
+		return
+	}
+	if dec.Image == nil && dec.Content != nil {
+		// A platform manifest of an index, or a signature Airlock made:
+		// it is served with the image it belongs to, and has no pipeline
+		// of its own.
+		pulls.WithLabelValues("manifest", "denied").Inc()
+		writeError(w, r, http.StatusForbidden, CodeDenied, ref.String()+" belongs only to images that are not approved")
 		return
 	}
 	if !dec.Known {
@@ -317,12 +328,17 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, what stri
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	writeJSONAs(w, r, v)
+}
+
+// writeJSONAs writes v with the Content-Type already set.
+func writeJSONAs(w http.ResponseWriter, r *http.Request, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		writeError(w, r, http.StatusInternalServerError, CodeUnavailable, "encode response")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodHead {
 		return

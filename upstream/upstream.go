@@ -39,6 +39,7 @@ type Registry struct {
 	cfg     config.Upstream
 	reg     name.Registry
 	puller  *remote.Puller
+	opts    []remote.Option
 	flights singleflight.Group
 }
 
@@ -87,15 +88,16 @@ func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
 	}
 	// The Puller caches one authenticated fetcher per repository, so a
 	// token handshake happens once per repository, not once per blob.
-	p, err := remote.NewPuller(
+	ropts := []remote.Option{
 		remote.WithAuth(auth),
 		remote.WithTransport(o.transport),
 		remote.WithUserAgent(o.userAgent),
-	)
+	}
+	p, err := remote.NewPuller(ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
 	}
-	return &Registry{cfg: cfg, reg: reg, puller: p}, nil
+	return &Registry{cfg: cfg, reg: reg, puller: p, opts: append(ropts, remote.Reuse(p))}, nil
 }
 
 func defaultTransport(insecure bool) http.RoundTripper {
@@ -115,8 +117,12 @@ func (r *Registry) Name() string { return r.cfg.Name }
 // Config returns the upstream's configuration.
 func (r *Registry) Config() config.Upstream { return r.cfg }
 
-// repo returns the go-containerregistry repository of repo on this upstream.
-func (r *Registry) repo(repo string) name.Repository { return r.reg.Repo(repo) }
+// Repository returns repo on this upstream as go-containerregistry names it.
+func (r *Registry) Repository(repo string) name.Repository { return r.reg.Repo(repo) }
+
+// RemoteOptions returns go-containerregistry options that reach this
+// upstream with its credentials, sharing its authenticated connections.
+func (r *Registry) RemoteOptions() []remote.Option { return r.opts }
 
 // Resolve asks the upstream what reference (a tag or digest) points to,
 // with a HEAD request. Concurrent resolutions of the same reference share
@@ -128,9 +134,9 @@ func (r *Registry) Resolve(ctx context.Context, repo, reference string) (v1.Desc
 		defer cancel()
 		var ref name.Reference
 		if d, err := digest.Parse(reference); err == nil {
-			ref = r.repo(repo).Digest(d.String())
+			ref = r.Repository(repo).Digest(d.String())
 		} else {
-			ref = r.repo(repo).Tag(reference)
+			ref = r.Repository(repo).Tag(reference)
 		}
 		desc, err := r.puller.Head(ctx, ref)
 		if err != nil {
@@ -155,7 +161,7 @@ func (r *Registry) Resolve(ctx context.Context, repo, reference string) (v1.Desc
 // The bytes are checked against d; manifests over max bytes are refused.
 func (r *Registry) Manifest(ctx context.Context, repo string, d digest.Digest, max int64) ([]byte, string, error) {
 	what := fmt.Sprintf("fetch manifest %s/%s@%s", r.cfg.Name, repo, d)
-	desc, err := r.puller.Get(ctx, r.repo(repo).Digest(d.String()))
+	desc, err := r.puller.Get(ctx, r.Repository(repo).Digest(d.String()))
 	if err != nil {
 		return nil, "", classify(what, err)
 	}
@@ -173,7 +179,7 @@ func (r *Registry) Manifest(ctx context.Context, repo string, d digest.Digest, m
 // while writing.
 func (r *Registry) Blob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, error) {
 	what := fmt.Sprintf("fetch blob %s/%s@%s", r.cfg.Name, repo, d)
-	l, err := r.puller.Layer(ctx, r.repo(repo).Digest(d.String()))
+	l, err := r.puller.Layer(ctx, r.Repository(repo).Digest(d.String()))
 	if err != nil {
 		return nil, classify(what, err)
 	}

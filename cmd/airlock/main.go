@@ -31,6 +31,8 @@ Usage:
   airlock cve ID                            list the images affected by a vulnerability
   airlock db import FILE                    install a grype v6 DB archive and rescan approved images
   airlock db status                         show the installed vulnerability DB
+  airlock keys generate [--dir DIR]         create the enterprise signing key pair (cosign format;
+                                            password from $AIRLOCK_KEY_PASSWORD)
 
 IMAGE is <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>,
 e.g. docker.io/library/alpine:3.20.
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "airlock", version)
 		return nil
+	case "keys":
+		return keysCommand(args[1:], stdout, stderr)
 	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve":
 		return adminCommand(args, stdout, stderr)
 	case "help", "-h", "--help":

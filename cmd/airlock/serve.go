@@ -24,6 +24,7 @@ import (
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/proxy"
 	"github.com/airlockproxy/airlock/scan"
+	"github.com/airlockproxy/airlock/sign"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -39,6 +40,9 @@ func serve(args []string, stderr io.Writer) error {
 	cfg, err := config.Load(*file)
 	if err != nil {
 		return err
+	}
+	if err := cfg.CheckFiles(); err != nil {
+		return fmt.Errorf("config %s: %w", *file, err)
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
@@ -80,6 +84,9 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("gate.platforms: %w", err)
 	}
 	steps := []gate.Step{fetch}
+	if needsVerify(cfg.Signatures) {
+		steps = append(steps, gate.NewVerifyStep(ups, cfg.Signatures))
+	}
 	var scanner *scan.Scanner
 	if cfg.Gate.Policy == config.PolicyScan {
 		scanner, err = scan.New(cfg.ScanDBDir(), scan.WithMaxAge(cfg.Scan.MaxDBAge))
@@ -98,6 +105,15 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	steps = append(steps, policy)
+	var signer *sign.Signer
+	if cfg.Signing.Enabled() {
+		if signer, err = loadSigner(cfg.Signing); err != nil {
+			return err
+		}
+		steps = append(steps, gate.NewSignStep(signer, ups, cs, store, cfg.Signing, cfg.Policy))
+	} else {
+		log.Warn("signing disabled: approved images get no Airlock signature (set signing.key)")
+	}
 	if cfg.Gate.Policy == config.PolicyAuto {
 		log.Warn("gate.policy is auto: images are approved without any check; use it for tests only")
 	}
@@ -121,6 +137,9 @@ func serve(args []string, stderr io.Writer) error {
 		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready)}
 		if scanner != nil {
 			opts = append(opts, admin.WithScanning(cs, scanner, cfg.DataDir))
+		}
+		if signer != nil {
+			opts = append(opts, admin.WithPublicKey(signer.PublicKeyPEM()))
 		}
 		adm, err := admin.New(engine, store, cfg.Admin.Token, opts...)
 		if err != nil {
@@ -191,6 +210,36 @@ func serve(args []string, stderr io.Writer) error {
 	stopEngine()
 	wg.Wait()
 	return err
+}
+
+// needsVerify reports whether any signature rule asks for verification.
+func needsVerify(s config.Signatures) bool {
+	if s.Mode != config.VerifyNone {
+		return true
+	}
+	for _, r := range s.Rules {
+		if r.Mode != config.VerifyNone {
+			return true
+		}
+	}
+	return false
+}
+
+// loadSigner reads the enterprise key.
+func loadSigner(c config.Signing) (*sign.Signer, error) {
+	pem, err := os.ReadFile(c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key: %w", err)
+	}
+	pw, err := c.Password()
+	if err != nil {
+		return nil, err
+	}
+	s, err := sign.LoadSigner(pem, pw)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key %s: %w", c.Key, err)
+	}
+	return s, nil
 }
 
 // newServer sets timeouts that bound slow or idle clients; there is no

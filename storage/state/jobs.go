@@ -27,6 +27,32 @@ func (s *Store) Enqueue(ref Ref, kind JobKind, actor string) (Job, bool, error) 
 	return job, created, err
 }
 
+// Hand moves ref to state c.To and queues a job of kind for it, in one
+// transaction: an admin's approval with signing enabled becomes "signing"
+// plus a sign job, so the image is approved only once it is signed.
+func (s *Store) Hand(ref Ref, kind JobKind, c Change) (Image, error) {
+	var img Image
+	err := s.update(func(tx *bolt.Tx) error {
+		now := s.now().UTC()
+		var err error
+		if img, err = transition(tx, ref, c, now); err != nil {
+			return err
+		}
+		if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
+			// A job that still waits (a retry, a rescan) is replaced.
+			var old Job
+			if err := getJSON(tx.Bucket(bucketJobs), id, &old); err == nil {
+				if err := deleteJob(tx, old); err != nil {
+					return err
+				}
+			}
+		}
+		_, err = enqueue(tx, Job{Kind: kind, Image: ref, Created: now, Actor: c.Actor, Reason: c.Reason})
+		return err
+	})
+	return img, err
+}
+
 // Reset moves ref back to pending and queues a pull job, in one transaction:
 // an admin's rescan of an image that is not approved re-runs its whole pipeline.
 func (s *Store) Reset(ref Ref, c Change) (Image, error) {

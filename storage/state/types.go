@@ -126,6 +126,44 @@ type Image struct {
 	// Flag is set when a rescan failed policy but scan.on_rescan_fail is
 	// "flag": the image stays approved and an admin should look.
 	Flag string `json:"flag,omitempty"`
+	// Verification is the result of checking the upstream's signatures.
+	Verification *Verification `json:"verification,omitempty"`
+	// Signed lists the signature and attestations Airlock made for the image.
+	Signed *Signed `json:"signed,omitempty"`
+}
+
+// Descriptor points at a manifest Airlock stores.
+type Descriptor struct {
+	MediaType    string            `json:"mediaType"`
+	Digest       digest.Digest     `json:"digest"`
+	Size         int64             `json:"size"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
+// Verification is the outcome of checking an image's upstream signatures.
+type Verification struct {
+	Mode       string `json:"mode"`
+	Verified   bool   `json:"verified"`
+	Signatures int    `json:"signatures"`
+	// Signer says who signed: a key fingerprint or a keyless identity.
+	Signer string `json:"signer,omitempty"`
+	// Layout is where the signature was found: "sig-tag" or "referrers".
+	Layout string `json:"layout,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Signed lists what Airlock signed for an image.
+type Signed struct {
+	SignedAt time.Time `json:"signed_at"`
+	// Key identifies the enterprise key (its public key fingerprint).
+	Key string `json:"key"`
+	// Sig and Att are the classic cosign manifests served as the tags
+	// sha256-<hex>.sig and sha256-<hex>.att of the image's repository.
+	Sig Descriptor `json:"sig"`
+	Att Descriptor `json:"att"`
+	// Referrers are the OCI 1.1 referrer manifests (subject = the image).
+	Referrers []Descriptor `json:"referrers,omitempty"`
 }
 
 // ScanSummary is the short form of a scan, kept on the image record; the
@@ -222,6 +260,8 @@ const (
 	// JobRescan re-runs the checks on an approved image without taking it
 	// out of service unless it now fails.
 	JobRescan JobKind = "rescan"
+	// JobSign signs an image an admin approved; it is approved once signed.
+	JobSign JobKind = "sign"
 )
 
 // Job is one queued unit of pipeline work. It stays in the queue until it
@@ -234,6 +274,8 @@ type Job struct {
 	NotBefore time.Time `json:"not_before"`
 	Created   time.Time `json:"created"`
 	Actor     string    `json:"actor"`
+	// Reason is the admin's reason, for jobs an admin started.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Entry is one audit-log record.

@@ -1,0 +1,296 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/sign"
+	"github.com/airlockproxy/airlock/storage/content"
+	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/upstream"
+)
+
+// PredicateApproval is the predicate type of Airlock's own approval
+// attestation (next to sign.PredicateSPDX and sign.PredicateVuln).
+const PredicateApproval = "https://airlock.dev/attestations/approval/v1"
+
+// VerifyStep checks the upstream's cosign signatures of an image against
+// the signature policy of its upstream and repository.
+type VerifyStep struct {
+	upstreams *upstream.Set
+	policy    config.Signatures
+}
+
+// NewVerifyStep returns the verify step.
+func NewVerifyStep(ups *upstream.Set, p config.Signatures) *VerifyStep {
+	return &VerifyStep{upstreams: ups, policy: p}
+}
+
+// Name implements Step.
+func (v *VerifyStep) Name() string { return "verify" }
+
+// State implements Step.
+func (v *VerifyStep) State() state.State { return state.StateVerifying }
+
+// Run implements Step.
+func (v *VerifyStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
+	img := s.Image
+	rule := v.policy.For(img.Upstream, img.Repository)
+	if rule.Mode == config.VerifyNone || rule.Mode == "" {
+		return Verdict{Outcome: Skip, Detail: "signature policy: none"}, nil
+	}
+	trust, err := trustPolicy(rule)
+	if err != nil {
+		return Verdict{}, Permanent(err)
+	}
+	reg, ok := v.upstreams.Get(img.Upstream)
+	if !ok {
+		return Verdict{}, Permanent(fmt.Errorf("upstream %q is no longer configured", img.Upstream))
+	}
+	res, err := sign.Verify(ctx, reg.Repository(img.Repository), img.Digest, trust, reg.RemoteOptions()...)
+	rec := &state.Verification{Mode: rule.Mode, Verified: res.Verified, Signatures: res.Signatures, Signer: res.Signer, Layout: res.Layout}
+	update := func(i *state.Image) { i.Verification = rec }
+	switch {
+	case err == nil && res.Verified:
+		rec.Detail = "signed by " + res.Signer
+		return Verdict{Outcome: Pass, Detail: rec.Detail, Update: update}, nil
+	case errors.Is(err, sign.ErrNoSignature):
+		rec.Detail = "no signature"
+		if rule.Mode == config.VerifyIfPresent {
+			return Verdict{Outcome: Pass, Detail: "unsigned; signature policy if-present lets it pass", Update: update}, nil
+		}
+		return Verdict{Outcome: Reject, Detail: "no signature (signature policy: required)", Update: update}, nil
+	case errors.Is(err, sign.ErrBadSignature):
+		rec.Detail = err.Error()
+		return Verdict{Outcome: Reject, Detail: "signature does not verify: " + err.Error(), Update: update}, nil
+	case err != nil:
+		return Verdict{}, fmt.Errorf("verify signatures of %s: %w", img.Ref, err)
+	}
+	rec.Detail = "signature does not verify"
+	return Verdict{Outcome: Reject, Detail: rec.Detail, Update: update}, nil
+}
+
+// trustPolicy reads a rule's trust material from its files.
+func trustPolicy(r config.SignatureRule) (sign.TrustPolicy, error) {
+	// Key-signed images verify offline without a transparency log entry;
+	// keyless certificates are short-lived, so their Rekor entry (checked
+	// offline against the trusted root) proves when they were used.
+	p := sign.TrustPolicy{IgnoreTlog: len(r.Identities) == 0}
+	for _, k := range r.Keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			return p, fmt.Errorf("signature key: %w", err)
+		}
+		p.Keys = append(p.Keys, b)
+	}
+	for _, id := range r.Identities {
+		p.Identities = append(p.Identities, sign.Identity{Issuer: id.Issuer, IssuerRegexp: id.IssuerRegexp, Subject: id.Subject, SubjectRegexp: id.SubjectRegexp})
+	}
+	if r.TrustedRoot != "" {
+		b, err := os.ReadFile(r.TrustedRoot)
+		if err != nil {
+			return p, fmt.Errorf("trusted root: %w", err)
+		}
+		p.TrustedRootJSON = b
+	}
+	return p, nil
+}
+
+// SignStep signs an image with the enterprise key and attaches its SBOM,
+// vulnerability report and an approval attestation. The results are
+// stored in Airlock's content store and served only while the image is
+// approved.
+type SignStep struct {
+	signer    *sign.Signer
+	keyID     string
+	upstreams *upstream.Set
+	content   *content.Store
+	store     *state.Store
+	cfg       config.Signing
+	policy    config.Policy
+	now       func() time.Time
+}
+
+// NewSignStep returns the sign step.
+func NewSignStep(signer *sign.Signer, ups *upstream.Set, cs *content.Store, st *state.Store, cfg config.Signing, p config.Policy) *SignStep {
+	return &SignStep{signer: signer, keyID: keyID(signer.PublicKeyPEM()), upstreams: ups, content: cs, store: st, cfg: cfg, policy: p, now: time.Now}
+}
+
+func keyID(pub []byte) string { return digest.FromBytes(pub).String() }
+
+// Name implements Step.
+func (g *SignStep) Name() string { return "sign" }
+
+// State implements Step.
+func (g *SignStep) State() state.State { return state.StateSigning }
+
+// ApprovalPredicate is the body of Airlock's approval attestation.
+type ApprovalPredicate struct {
+	Image         string               `json:"image"`
+	Source        string               `json:"source"`
+	ApprovedAt    time.Time            `json:"approvedAt"`
+	ApprovedBy    string               `json:"approvedBy"`
+	PolicyVersion string               `json:"policyVersion,omitempty"`
+	Policy        *state.PolicySummary `json:"policy,omitempty"`
+	VulnDBBuilt   *time.Time           `json:"vulnDBBuilt,omitempty"`
+	Verification  *state.Verification  `json:"upstreamSignature,omitempty"`
+	// Lifecycle tells consumers when the approval must be re-checked.
+	Lifecycle struct {
+		RescanBy time.Time `json:"rescanBy"`
+		Expires  time.Time `json:"expires"`
+	} `json:"lifecycle"`
+}
+
+// Run implements Step.
+func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
+	img := s.Image
+	if !img.Fetched() {
+		return Verdict{}, Permanent(fmt.Errorf("%s has no content to sign", img.Ref))
+	}
+	dockerRef := img.Upstream + "/" + img.Repository
+	if g.cfg.Reference != "" {
+		dockerRef = g.cfg.Reference + "/" + img.Repository
+	}
+	var existing *sign.Artifact
+	if reg, ok := g.upstreams.Get(img.Upstream); ok {
+		// Upstream signatures are kept next to Airlock's, so they still
+		// verify with the publisher's key. Upstream down is no reason not
+		// to sign.
+		if a, err := sign.FetchSignatures(ctx, reg.Repository(img.Repository), img.Digest, reg.RemoteOptions()...); err == nil {
+			existing = a
+		}
+	}
+	sig, sigRef, err := g.signer.SignImage(img.Digest, img.Size, img.MediaType, dockerRef, existing)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("sign %s: %w", img.Ref, err)
+	}
+	atts, err := g.attestations(ctx, s)
+	if err != nil {
+		return Verdict{}, err
+	}
+	att, attRefs, err := g.signer.Attest(img.Digest, img.Size, img.MediaType, dockerRef, atts)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("attest %s: %w", img.Ref, err)
+	}
+	all := append([]sign.Artifact{sig, att, sigRef}, attRefs...)
+	manifests := map[digest.Digest]state.Content{}
+	blobs := map[digest.Digest]state.Content{}
+	for _, a := range all {
+		if err := g.content.PutBytes(ctx, a.Digest, a.Manifest); err != nil {
+			return Verdict{}, fmt.Errorf("store signature of %s: %w", img.Ref, err)
+		}
+		manifests[a.Digest] = state.Content{Manifest: true, MediaType: a.MediaType, Size: int64(len(a.Manifest))}
+		for d, b := range a.Blobs {
+			if err := g.content.PutBytes(ctx, d, b); err != nil {
+				return Verdict{}, fmt.Errorf("store signature of %s: %w", img.Ref, err)
+			}
+			blobs[d] = state.Content{Size: int64(len(b))}
+		}
+	}
+	// The artifacts belong to the image: served exactly while it is approved.
+	if err := g.store.SetContent(img.Ref, manifests, blobs); err != nil {
+		return Verdict{}, fmt.Errorf("record signatures of %s: %w", img.Ref, err)
+	}
+	signed := &state.Signed{SignedAt: g.now().UTC(), Key: g.keyID, Sig: descriptor(sig), Att: descriptor(att)}
+	for _, a := range append([]sign.Artifact{sigRef}, attRefs...) {
+		signed.Referrers = append(signed.Referrers, descriptor(a))
+	}
+	return Verdict{
+		Outcome: Pass,
+		Detail:  fmt.Sprintf("signed with %s, %d attestations", g.keyID[:19], len(atts)),
+		Update:  func(i *state.Image) { i.Signed = signed },
+	}, nil
+}
+
+func descriptor(a sign.Artifact) state.Descriptor {
+	return state.Descriptor{MediaType: a.MediaType, Digest: a.Digest, Size: int64(len(a.Manifest)), ArtifactType: a.ArtifactType}
+}
+
+// attestations builds the SBOM, vulnerability and approval predicates.
+func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attestation, error) {
+	img := s.Image
+	rep := s.Report
+	if rep == nil && img.Scan != nil {
+		// Signing after an admin's approval: the scan ran in an earlier job.
+		raw, err := g.content.Get(ctx, img.Scan.Report)
+		if err != nil {
+			return nil, fmt.Errorf("read scan report of %s: %w", img.Ref, err)
+		}
+		rep = &Report{}
+		if err := json.Unmarshal(raw, rep); err != nil {
+			return nil, fmt.Errorf("read scan report of %s: %w", img.Ref, err)
+		}
+	}
+	var out []sign.Attestation
+	if rep != nil && len(rep.Platforms) > 0 {
+		spdx, err := g.content.Get(ctx, rep.Platforms[0].SPDX)
+		if err != nil {
+			return nil, fmt.Errorf("read SBOM of %s: %w", img.Ref, err)
+		}
+		out = append(out, sign.Attestation{PredicateType: sign.PredicateSPDX, Predicate: spdx})
+		vuln, err := vulnPredicate(rep)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sign.Attestation{PredicateType: sign.PredicateVuln, Predicate: vuln})
+	}
+	now := g.now().UTC()
+	p := ApprovalPredicate{
+		Image:        img.Ref.String(),
+		Source:       img.Upstream + "/" + img.Repository + "@" + string(img.Digest),
+		ApprovedAt:   now,
+		ApprovedBy:   s.Actor,
+		Policy:       img.Policy,
+		Verification: img.Verification,
+	}
+	if img.Policy != nil {
+		p.PolicyVersion = img.Policy.Version
+	}
+	if rep != nil {
+		built := rep.DB.Built
+		p.VulnDBBuilt = &built
+	}
+	p.Lifecycle.RescanBy = now.Add(24 * time.Hour)
+	p.Lifecycle.Expires = now.Add(g.cfg.Validity)
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, sign.Attestation{PredicateType: PredicateApproval, Predicate: raw}), nil
+}
+
+// vulnPredicate renders a report in cosign's vuln predicate format.
+func vulnPredicate(rep *Report) ([]byte, error) {
+	type match struct {
+		ID       string   `json:"id"`
+		Severity string   `json:"severity"`
+		Package  string   `json:"package"`
+		Version  string   `json:"version"`
+		FixedIn  []string `json:"fixedIn,omitempty"`
+		Platform string   `json:"platform,omitempty"`
+	}
+	var matches []match
+	for _, p := range rep.Platforms {
+		for _, m := range p.Matches {
+			matches = append(matches, match{ID: m.VulnID, Severity: m.Severity, Package: m.Package, Version: m.Version, FixedIn: m.FixedIn, Platform: p.Platform})
+		}
+	}
+	v := map[string]any{
+		"invocation": map[string]any{"uri": "https://airlock.dev", "event_id": "", "builder.id": "airlock"},
+		"scanner": map[string]any{
+			"uri":     "pkg:golang/github.com/anchore/grype",
+			"version": "v0.121.2",
+			"db":      map[string]any{"uri": rep.DB.Source, "version": rep.DB.SchemaVersion, "built": rep.DB.Built},
+			"result":  map[string]any{"matches": matches},
+		},
+		"metadata": map[string]any{"scanStartedOn": rep.ScannedAt, "scanFinishedOn": rep.ScannedAt},
+	}
+	return json.Marshal(v)
+}
