@@ -1,0 +1,304 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/airlockproxy/airlock/internal/registrytest"
+	"github.com/airlockproxy/airlock/internal/vulndbtest"
+	"github.com/airlockproxy/airlock/sign"
+)
+
+var (
+	cosignOnce sync.Once
+	cosignPath string
+	cosignErr  error
+)
+
+// cosignCLI builds the real cosign v2 CLI (a tool dependency in go.mod, so
+// it shares the build cache) once per test binary.
+func cosignCLI(t testing.TB) string {
+	t.Helper()
+	cosignOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "airlock-e2e-cosign-")
+		if err != nil {
+			cosignErr = err
+			return
+		}
+		cosignPath = filepath.Join(dir, "cosign")
+		out, err := exec.Command("go", "build", "-o", cosignPath, "github.com/sigstore/cosign/v2/cmd/cosign").CombinedOutput()
+		if err != nil {
+			cosignErr = &buildError{err: err, out: string(out)}
+		}
+	})
+	if cosignErr != nil {
+		t.Fatalf("build cosign CLI: %v", cosignErr)
+	}
+	return cosignPath
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+// cosign runs the cosign CLI offline (its TUF root and config in a temp
+// dir) and returns its combined output and error.
+func cosign(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	home := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cosignCLI(t), args...)
+	cmd.Env = append(childEnv(), "TUF_ROOT="+filepath.Join(home, "tuf"), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, "docker"), "COSIGN_EXPERIMENTAL=0")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+type rawManifest struct {
+	raw []byte
+	mt  string
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return types.MediaType(m.mt), nil }
+
+// pushSignature signs the image with s and pushes the classic .sig to the upstream.
+func pushSignature(t *testing.T, up *registrytest.Upstream, repo string, img v1.Image, s *sign.Signer) {
+	t.Helper()
+	raw, _ := img.RawManifest()
+	mt, _ := img.MediaType()
+	d := digest.FromBytes(raw)
+	sig, _, err := s.SignImage(d, int64(len(raw)), string(mt), up.Host()+"/"+repo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.NewRepository(up.Host()+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bd, b := range sig.Blobs {
+		if err := remote.WriteLayer(r, static.NewLayer(b, types.OCILayer)); err != nil {
+			t.Fatalf("push signature blob %s: %v", bd, err)
+		}
+	}
+	tag, _ := sign.SignatureTag(d)
+	if err := remote.Put(r.Tag(tag), rawManifest{sig.Manifest, sig.MediaType}); err != nil {
+		t.Fatalf("push signature: %v", err)
+	}
+}
+
+func keyPair(t *testing.T, dir, name string) (*sign.Signer, string) {
+	t.Helper()
+	priv, pub, err := sign.GenerateKeyPair([]byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sign.LoadSigner(priv, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name+".pub")
+	if err := os.WriteFile(p, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
+// TestSignatures: upstream signatures are verified by policy; approved
+// images are signed and attested with the enterprise key, and the real
+// cosign CLI verifies them through Airlock; revocation withdraws them.
+func TestSignatures(t *testing.T) {
+	t.Parallel()
+	up := registrytest.NewUpstream(t)
+	dir := t.TempDir()
+
+	// The enterprise key, made by the CLI as an operator would.
+	keysDir := filepath.Join(dir, "keys")
+	cmd := exec.Command(airlockBin, "keys", "generate", "--dir", keysDir)
+	cmd.Env = childEnv("AIRLOCK_KEY_PASSWORD=enterprise-secret")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "airlock.key") {
+		t.Fatalf("airlock keys generate: %v\n%s", err, out)
+	}
+	pwFile := filepath.Join(dir, "key-password")
+	if err := os.WriteFile(pwFile, []byte("enterprise-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	publisher, publisherPub := keyPair(t, dir, "publisher")
+	other, otherPub := keyPair(t, dir, "other")
+
+	pkgs := []registrytest.Pkg{{Name: "musl", Version: "1.2.5-r0"}}
+	push := func(repo string, s *sign.Signer) string {
+		img := registrytest.AlpineImage(t, "3.20.3", append(pkgs, registrytest.Pkg{Name: strings.ReplaceAll(repo, "/", "-"), Version: "1.0-r0"})...)
+		d := up.PushImage(t, repo+":1", img)
+		if s != nil {
+			pushSignature(t, up, repo, img, s)
+		}
+		return "docker.io/" + repo + "@" + d.String()
+	}
+	signedApp := push("signed/app", publisher)
+	signedBad := push("signed/bad", other)
+	signedNone := push("signed/none", nil)
+	optionalNone := push("optional/none", nil)
+
+	dbDir := filepath.Join(dir, "vulndb")
+	vulndbtest.Build(t, dbDir, baseVulns...)
+	al := startAirlock(t, up, options{Policy: "scan", Extra: `
+scan:
+  db_dir: ` + dbDir + `
+  max_db_age: 0s
+  rescan_interval: 0s
+signatures:
+  mode: none
+  rules:
+    - repository: "signed/**"
+      mode: required
+      keys: [` + publisherPub + `]
+    - repository: "optional/**"
+      mode: if-present
+      keys: [` + publisherPub + `]
+signing:
+  key: ` + filepath.Join(keysDir, "airlock.key") + `
+  password_file: ` + pwFile + `
+`})
+
+	for _, repo := range []string{"signed/app", "signed/bad", "signed/none", "optional/none"} {
+		_, _ = pull(al.Ref(t, repo+":1"))
+	}
+	cases := []struct {
+		image, state, reason string
+	}{
+		{signedApp, "approved", ""},
+		{signedBad, "rejected", "signature does not verify"},
+		{signedNone, "rejected", "no signature"},
+		{optionalNone, "approved", ""},
+	}
+	for _, c := range cases {
+		img := al.waitState(t, c.image, 60*time.Second, "approved", "rejected", "failed")
+		if img.State != c.state || !strings.Contains(img.Reason, c.reason) {
+			t.Errorf("%s: %s (%s), want %s (%s)", c.image, img.State, img.Reason, c.state, c.reason)
+		}
+	}
+	rec := al.admin(t, http.MethodGet, "/api/v1/images/"+signedApp, nil)
+	if !strings.Contains(string(rec.Body), `"verified": true`) || !strings.Contains(string(rec.Body), `"signed_at"`) {
+		t.Fatalf("record of the signed image lacks the verification or Airlock's signature:\n%s", rec.Body)
+	}
+
+	// The public key is downloadable; the real cosign CLI verifies
+	// Airlock's signature and attestations through Airlock.
+	pub := doHTTP(t, http.MethodGet, al.AdminURL+"/airlock.pub", nil, nil)
+	if pub.Status != 200 || !strings.Contains(string(pub.Body), "PUBLIC KEY") {
+		t.Fatalf("GET /airlock.pub = %d %s", pub.Status, pub.Body)
+	}
+	airlockPub := filepath.Join(dir, "airlock-downloaded.pub")
+	if err := os.WriteFile(airlockPub, pub.Body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := al.Host + strings.TrimPrefix(signedApp, "docker.io")
+	verify := []string{"--insecure-ignore-tlog", "--allow-insecure-registry"}
+	if out, err := cosign(t, append(append([]string{"verify", "--key", airlockPub}, verify...), ref)...); err != nil {
+		t.Fatalf("cosign verify --key airlock.pub: %v\n%s", err, out)
+	}
+	// The publisher's own signature is served next to Airlock's.
+	if out, err := cosign(t, append(append([]string{"verify", "--key", publisherPub}, verify...), ref)...); err != nil {
+		t.Fatalf("cosign verify --key publisher.pub through airlock: %v\n%s", err, out)
+	}
+	for _, typ := range []string{"spdxjson", "vuln"} {
+		if out, err := cosign(t, append(append([]string{"verify-attestation", "--key", airlockPub, "--type", typ}, verify...), ref)...); err != nil {
+			t.Fatalf("cosign verify-attestation --type %s: %v\n%s", typ, err, out)
+		}
+	}
+	out, err := cosign(t, "tree", "--allow-insecure-registry", ref)
+	if err != nil || !strings.Contains(out, ".sig") || !strings.Contains(out, ".att") {
+		t.Fatalf("cosign tree: %v\n%s", err, out)
+	}
+	if out, err := cosign(t, append(append([]string{"verify", "--key", otherPub}, verify...), ref)...); err == nil {
+		t.Fatalf("cosign verify with a wrong key succeeded:\n%s", out)
+	}
+
+	// Referrers: the signature and attestations for an approved digest,
+	// nothing for a rejected one.
+	digestOf := func(image string) string { return image[strings.Index(image, "@")+1:] }
+	refs := doHTTP(t, http.MethodGet, al.URL+"/v2/signed/app/referrers/"+digestOf(signedApp), nil, nil)
+	var idx struct {
+		Manifests []struct {
+			ArtifactType string `json:"artifactType"`
+		} `json:"manifests"`
+	}
+	if refs.Status != 200 || json.Unmarshal(refs.Body, &idx) != nil || len(idx.Manifests) < 4 {
+		t.Fatalf("referrers of the approved image = %d %s", refs.Status, refs.Body)
+	}
+	at := idx.Manifests[0].ArtifactType
+	filtered := doHTTP(t, http.MethodGet, al.URL+"/v2/signed/app/referrers/"+digestOf(signedApp)+"?artifactType="+at, nil, nil)
+	if filtered.Header.Get("OCI-Filters-Applied") != "artifactType" || strings.Count(string(filtered.Body), "artifactType") >= len(idx.Manifests) {
+		t.Fatalf("artifactType filter: %s %s", filtered.Header, filtered.Body)
+	}
+	empty := doHTTP(t, http.MethodGet, al.URL+"/v2/signed/none/referrers/"+digestOf(signedNone), nil, nil)
+	if empty.Status != 200 || strings.Contains(string(empty.Body), "artifactType") {
+		t.Fatalf("referrers of a rejected image = %d %s", empty.Status, empty.Body)
+	}
+	sigTag, _ := sign.SignatureTag(digest.Digest(digestOf(signedNone)))
+	if r := al.getManifest(t, "signed/none", sigTag); r.Status != 404 {
+		t.Fatalf(".sig of a rejected image = %d", r.Status)
+	}
+
+	// An admin's approval of the rejected image signs it before serving it.
+	al.action(t, "approve", signedBad, "publisher rotated keys; checked by hand")
+	al.waitState(t, signedBad, 60*time.Second, "approved")
+	badRef := al.Host + strings.TrimPrefix(signedBad, "docker.io")
+	if out, err := cosign(t, append(append([]string{"verify", "--key", airlockPub}, verify...), badRef)...); err != nil {
+		t.Fatalf("cosign verify after admin approval: %v\n%s", err, out)
+	}
+
+	// Revoked: neither the image nor its signatures are served, by tag or digest.
+	var signedRec struct {
+		Image struct {
+			Signed struct {
+				Sig, Att struct {
+					Digest string `json:"digest"`
+				}
+			} `json:"signed"`
+		} `json:"image"`
+	}
+	if err := json.Unmarshal(rec.Body, &signedRec); err != nil || signedRec.Image.Signed.Sig.Digest == "" {
+		t.Fatalf("no signature digest in the record: %v", err)
+	}
+	sigDigest := signedRec.Image.Signed.Sig.Digest
+	if r := al.getManifest(t, "signed/app", sigDigest); r.Status != 200 {
+		t.Fatalf("signature manifest by digest while approved = %d", r.Status)
+	}
+	al.action(t, "revoke", signedApp, "withdrawn")
+	for _, d := range []string{sigDigest, signedRec.Image.Signed.Att.Digest} {
+		if r := al.getManifest(t, "signed/app", d); r.Status == 200 {
+			t.Fatalf("signature manifest %s of a revoked image served by digest", d)
+		}
+	}
+	if out, err := cosign(t, append(append([]string{"verify", "--key", airlockPub}, verify...), ref)...); err == nil {
+		t.Fatalf("cosign verify of a revoked image succeeded:\n%s", out)
+	}
+	appSig, _ := sign.SignatureTag(digest.Digest(digestOf(signedApp)))
+	if r := al.getManifest(t, "signed/app", appSig); r.Status == 200 {
+		t.Fatal(".sig of a revoked image is served")
+	}
+	refs = doHTTP(t, http.MethodGet, al.URL+"/v2/signed/app/referrers/"+digestOf(signedApp), nil, nil)
+	if strings.Contains(string(refs.Body), "artifactType") {
+		t.Fatalf("referrers of a revoked image: %s", refs.Body)
+	}
+}
