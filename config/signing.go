@@ -25,6 +25,9 @@ type Signing struct {
 	// Key is the cosign private key file (encrypted PEM, as `airlock keys
 	// generate` or `cosign generate-key-pair` write it). Empty: no signing.
 	Key string `yaml:"key"`
+	// KMS is a sigstore KMS key URI (awskms://, gcpkms://, azurekms://,
+	// hashivault://, or a sigstore KMS plugin's scheme) used instead of Key.
+	KMS string `yaml:"kms"`
 	// PasswordEnv names the environment variable holding the key's password.
 	PasswordEnv string `yaml:"password_env"`
 	// PasswordFile names a file holding the key's password.
@@ -39,7 +42,7 @@ type Signing struct {
 }
 
 // Enabled reports whether a signing key is configured.
-func (s Signing) Enabled() bool { return s.Key != "" }
+func (s Signing) Enabled() bool { return s.Key != "" || s.KMS != "" }
 
 // Password returns the key password from its env variable or file.
 func (s Signing) Password() ([]byte, error) {
@@ -114,6 +117,12 @@ func validVerifyMode(m string) bool {
 func (s Signing) validate() error {
 	if s.PasswordEnv != "" && s.PasswordFile != "" {
 		return fmt.Errorf("signing.password_env: set password_env or password_file, not both")
+	}
+	if s.Key != "" && s.KMS != "" {
+		return fmt.Errorf("signing.kms: set key or kms, not both")
+	}
+	if s.KMS != "" && !strings.Contains(s.KMS, "://") {
+		return fmt.Errorf("signing.kms: %q is not a KMS URI like awskms:///arn:… or hashivault://keyname", s.KMS)
 	}
 	if s.Validity < 0 {
 		return fmt.Errorf("signing.validity: must not be negative")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sigstore/sigstore/pkg/signature/kms"
+	// The KMS providers signing.kms can name.
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	_ "github.com/sigstore/sigstore/pkg/signature/kms/aws"
+	_ "github.com/sigstore/sigstore/pkg/signature/kms/azure"
+	_ "github.com/sigstore/sigstore/pkg/signature/kms/gcp"
+	_ "github.com/sigstore/sigstore/pkg/signature/kms/hashivault"
 
 	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
@@ -107,7 +114,7 @@ func serve(args []string, stderr io.Writer) error {
 	steps = append(steps, policy)
 	var signer *sign.Signer
 	if cfg.Signing.Enabled() {
-		if signer, err = loadSigner(cfg.Signing); err != nil {
+		if signer, err = loadSigner(ctx, cfg.Signing); err != nil {
 			return err
 		}
 		steps = append(steps, gate.NewSignStep(signer, ups, cs, store, cfg.Signing, cfg.Policy))
@@ -225,8 +232,19 @@ func needsVerify(s config.Signatures) bool {
 	return false
 }
 
-// loadSigner reads the enterprise key.
-func loadSigner(c config.Signing) (*sign.Signer, error) {
+// loadSigner reads the enterprise key, or opens it in a KMS.
+func loadSigner(ctx context.Context, c config.Signing) (*sign.Signer, error) {
+	if c.KMS != "" {
+		sv, err := kms.Get(ctx, c.KMS, crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("signing.kms %s: %w", c.KMS, err)
+		}
+		s, err := sign.NewSigner(sv)
+		if err != nil {
+			return nil, fmt.Errorf("signing.kms %s: %w", c.KMS, err)
+		}
+		return s, nil
+	}
 	pem, err := os.ReadFile(c.Key)
 	if err != nil {
 		return nil, fmt.Errorf("signing.key: %w", err)
