@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +41,7 @@ func BenchmarkScanPipeline(b *testing.B) {
 	grypeBin := buildGrype(b, work)
 
 	up := registrytest.NewUpstream(b)
-	al := startBenchAirlock(b, up, options{
+	al := startAirlock(b, up, options{
 		Policy: "scan",
 		// The first pull is held until the pipeline is done, so the
 		// client's GET of the manifest answers 200 at approval: its
@@ -434,89 +433,6 @@ func copyInstalledDB(tb testing.TB, srcRoot, dstRoot string) {
 			tb.Fatal(err)
 		}
 	}
-}
-
-// startBenchAirlock is startAirlock for a benchmark: it runs `airlock serve`
-// against up, waits until it is ready, and stops it (SIGTERM, then SIGKILL,
-// by PID) at cleanup. The returned Airlock has no *testing.T: its
-// stop/Stop/Kill methods must not be used.
-func startBenchAirlock(b *testing.B, up *registrytest.Upstream, o options) *Airlock {
-	b.Helper()
-	if o.DataDir == "" {
-		o.DataDir = b.TempDir()
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		a, err := tryStartBench(b, up, o)
-		if err == nil {
-			return a
-		}
-		lastErr = err
-		if !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-	}
-	b.Fatalf("start airlock: %v", lastErr)
-	return nil
-}
-
-func tryStartBench(b *testing.B, up *registrytest.Upstream, o options) (*Airlock, error) {
-	b.Helper()
-	dir := b.TempDir()
-	regPort, adminPort := freePort(b), freePort(b)
-	for adminPort == regPort {
-		adminPort = freePort(b)
-	}
-	a := &Airlock{
-		Host:     fmt.Sprintf("127.0.0.1:%d", regPort),
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", regPort),
-		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		DataDir:  o.DataDir,
-		Config:   writeConfig(b, dir, up, o, regPort, adminPort),
-		LogPath:  filepath.Join(dir, "airlock.log"),
-		done:     make(chan struct{}),
-	}
-	logf, err := os.Create(a.LogPath)
-	if err != nil {
-		return nil, err
-	}
-	a.cmd = exec.Command(airlockBin, "serve", "--config", a.Config)
-	a.cmd.Env = childEnv()
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	logf.Close()
-	go func() {
-		a.waitErr = a.cmd.Wait()
-		close(a.done)
-	}()
-	stop := func(sig syscall.Signal, timeout time.Duration) {
-		if a.exited() {
-			return
-		}
-		_ = a.cmd.Process.Signal(sig)
-		select {
-		case <-a.done:
-			return
-		case <-time.After(timeout):
-		}
-		_ = a.cmd.Process.Kill()
-		<-a.done
-	}
-	b.Cleanup(func() {
-		stop(syscall.SIGTERM, 20*time.Second)
-		if b.Failed() {
-			b.Logf("airlock (pid %d, %s) log tail:\n%s", a.cmd.Process.Pid, a.Host, a.logTail(60))
-		}
-	})
-	if err := a.waitReady(20 * time.Second); err != nil {
-		stop(syscall.SIGKILL, 10*time.Second)
-		return nil, fmt.Errorf("%w; log:\n%s", err, a.logTail(40))
-	}
-	b.Logf("airlock pid %d ready: registry %s, admin %s", a.cmd.Process.Pid, a.URL, a.AdminURL)
-	return a, nil
 }
 
 // benchRow is one line of the result table: medians over the iterations.

@@ -58,7 +58,11 @@ func runMain(m *testing.M) int {
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "e2e: built %s in %s\n", airlockBin, time.Since(start).Round(time.Millisecond))
 	}
-	return m.Run()
+	code := m.Run()
+	if cosignPath != "" {
+		os.RemoveAll(filepath.Dir(cosignPath))
+	}
+	return code
 }
 
 func fileExists(p string) bool {
@@ -86,7 +90,7 @@ const adminToken = "e2e-admin-token-3f1c9a"
 
 // Airlock is one running airlock subprocess.
 type Airlock struct {
-	t        *testing.T
+	t        testing.TB
 	Host     string // registry API host:port
 	URL      string // registry API base URL
 	AdminURL string
@@ -181,7 +185,7 @@ func childEnv(extra ...string) []string {
 // until both its registry and admin listeners are ready. The process is
 // stopped (SIGTERM, then SIGKILL) and reaped at cleanup, and its log is
 // printed if the test failed.
-func startAirlock(t *testing.T, up *registrytest.Upstream, o options) *Airlock {
+func startAirlock(t testing.TB, up *registrytest.Upstream, o options) *Airlock {
 	t.Helper()
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
@@ -202,7 +206,7 @@ func startAirlock(t *testing.T, up *registrytest.Upstream, o options) *Airlock {
 	return nil
 }
 
-func tryStart(t *testing.T, up *registrytest.Upstream, o options) (*Airlock, error) {
+func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, error) {
 	t.Helper()
 	dir := t.TempDir()
 	regPort, adminPort := freePort(t), freePort(t)
@@ -304,7 +308,7 @@ func (a *Airlock) stop(sig syscall.Signal, timeout time.Duration) {
 }
 
 // Stop shuts airlock down with SIGTERM and checks that it exited cleanly.
-func (a *Airlock) Stop(t *testing.T) {
+func (a *Airlock) Stop(t testing.TB) {
 	t.Helper()
 	a.stop(syscall.SIGTERM, 20*time.Second)
 	if a.waitErr != nil {
@@ -313,7 +317,7 @@ func (a *Airlock) Stop(t *testing.T) {
 }
 
 // Kill SIGKILLs airlock and reaps it.
-func (a *Airlock) Kill(t *testing.T) {
+func (a *Airlock) Kill(t testing.TB) {
 	t.Helper()
 	a.stop(syscall.SIGKILL, 10*time.Second)
 }

@@ -254,11 +254,17 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, r, http.StatusInternalServerError, CodeUnavailable, "internal error; see the airlock log")
 }
 
-// digestHeader validates a blob digest from the URL.
-func parseDigest(s string) (digest.Digest, error) {
-	d, err := digest.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("%q: %w", s, err)
+// routeDigest resolves the repository and the {digest} of the URL.
+func (s *Server) routeDigest(w http.ResponseWriter, r *http.Request) (Route, digest.Digest, bool) {
+	rt, ok := s.route(w, r)
+	if !ok {
+		return rt, "", false
 	}
-	return d, nil
+	raw := mux.Vars(r)["digest"]
+	d, err := digest.Parse(raw)
+	if err != nil {
+		writeError(w, r, http.StatusBadRequest, CodeDigestInvalid, fmt.Sprintf("%q: %v", raw, err))
+		return rt, "", false
+	}
+	return rt, d, true
 }

@@ -48,13 +48,8 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 // manifestByDigest serves a manifest by digest only if it is approved.
 func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt Route, d digest.Digest) {
 	ref := state.Ref{Upstream: rt.Upstream, Repository: rt.Repository, Digest: d}
-	dec, err := s.store.ManifestDecision(rt.Upstream, rt.Repository, d)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	if dec.Serve {
-		s.serveManifest(w, r, ref, dec)
+	dec, done := s.tryServe(w, r, ref)
+	if done {
 		return
 	}
 	if dec.Image == nil && dec.Content != nil {
@@ -113,13 +108,7 @@ func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt Route,
 		return
 	}
 	ref := state.Ref{Upstream: rt.Upstream, Repository: rt.Repository, Digest: d}
-	dec, err := s.store.ManifestDecision(rt.Upstream, rt.Repository, d)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	if dec.Serve {
-		s.serveManifest(w, r, ref, dec)
+	if _, done := s.tryServe(w, r, ref); done {
 		return
 	}
 	if s.cfg.TagMode == config.TagModeLastApproved {
@@ -215,21 +204,31 @@ func shorten(s string, n int) string {
 // serveApproved serves ref after re-checking, in the same read, that it
 // is still approved.
 func (s *Server) serveApproved(w http.ResponseWriter, r *http.Request, ref state.Ref) {
+	if _, done := s.tryServe(w, r, ref); done {
+		return
+	}
+	img, err := s.store.Image(ref)
+	if err != nil {
+		img = state.Image{Ref: ref, State: state.StatePending}
+	}
+	pulls.WithLabelValues("manifest", "denied").Inc()
+	writeError(w, r, http.StatusForbidden, CodeDenied, DeniedMessage(img))
+}
+
+// tryServe serves manifest ref when an approved image covers it. It
+// returns the decision and whether the request has been answered (served,
+// or failed with an internal error).
+func (s *Server) tryServe(w http.ResponseWriter, r *http.Request, ref state.Ref) (state.Decision, bool) {
 	dec, err := s.store.ManifestDecision(ref.Upstream, ref.Repository, ref.Digest)
 	if err != nil {
 		s.internal(w, r, err)
-		return
+		return dec, true
 	}
-	if !dec.Serve {
-		img, err := s.store.Image(ref)
-		if err != nil {
-			img = state.Image{Ref: ref, State: state.StatePending}
-		}
-		pulls.WithLabelValues("manifest", "denied").Inc()
-		writeError(w, r, http.StatusForbidden, CodeDenied, DeniedMessage(img))
-		return
+	if dec.Serve {
+		s.serveManifest(w, r, ref, dec)
+		return dec, true
 	}
-	s.serveManifest(w, r, ref, dec)
+	return dec, false
 }
 
 // serveManifest writes an approved manifest from the content store.
@@ -269,13 +268,8 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state
 // blob serves GET/HEAD /v2/<name>/blobs/<digest> (with Range) only when an
 // approved image of this repository references it.
 func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
-	rt, ok := s.route(w, r)
+	rt, d, ok := s.routeDigest(w, r)
 	if !ok {
-		return
-	}
-	d, err := parseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		writeError(w, r, http.StatusBadRequest, CodeDigestInvalid, err.Error())
 		return
 	}
 	dec, err := s.store.BlobDecision(rt.Upstream, rt.Repository, d)

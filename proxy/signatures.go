@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"regexp"
 
-	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/airlockproxy/airlock/storage/state"
@@ -38,13 +37,8 @@ func (s *Server) signatureTag(w http.ResponseWriter, r *http.Request, rt Route, 
 // referrers serves the OCI 1.1 referrers API from the artifacts Airlock
 // made for an approved image; a quarantined image has none.
 func (s *Server) referrers(w http.ResponseWriter, r *http.Request) {
-	rt, ok := s.route(w, r)
+	rt, d, ok := s.routeDigest(w, r)
 	if !ok {
-		return
-	}
-	d, err := parseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		writeError(w, r, http.StatusBadRequest, CodeDigestInvalid, err.Error())
 		return
 	}
 	manifests := []state.Descriptor{}

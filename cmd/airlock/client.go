@@ -91,12 +91,11 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, out)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "STATE\tIMAGE\tTAGS\tUPDATED\tREASON")
+		var rows [][]string
 		for _, img := range out.Images {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.State, img.Ref, strings.Join(img.Tags, ","), img.Updated.Format(time.RFC3339), img.Reason)
+			rows = append(rows, []string{string(img.State), img.Ref.String(), strings.Join(img.Tags, ","), img.Updated.Format(time.RFC3339), img.Reason})
 		}
-		return tw.Flush()
+		return printTable(stdout, []string{"STATE", "IMAGE", "TAGS", "UPDATED", "REASON"}, rows)
 	case "images show":
 		img, err := needImage()
 		if err != nil {
@@ -133,12 +132,11 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, out)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tIMAGE\tFROM\tTO\tREASON")
+		var rows [][]string
 		for _, e := range out.Entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Image, e.From, e.To, e.Reason)
+			rows = append(rows, []string{e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Image, string(e.From), string(e.To), e.Reason})
 		}
-		return tw.Flush()
+		return printTable(stdout, []string{"TIME", "ACTOR", "ACTION", "IMAGE", "FROM", "TO", "REASON"}, rows)
 	case "images vulns":
 		img, err := needImage()
 		if err != nil {
@@ -172,12 +170,11 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, out)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "STATE\tIMAGE\tSEVERITY\tPACKAGES")
+		var rows [][]string
 		for _, h := range out.Images {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.State, h.Image, h.Severity, strings.Join(h.Packages, ", "))
+			rows = append(rows, []string{string(h.State), h.Image.String(), h.Severity, strings.Join(h.Packages, ", ")})
 		}
-		return tw.Flush()
+		return printTable(stdout, []string{"STATE", "IMAGE", "SEVERITY", "PACKAGES"}, rows)
 	case "db status":
 		var out scan.DBStatus
 		if err := c.do(http.MethodGet, "/api/v1/db", nil, &out); err != nil {
@@ -304,12 +301,21 @@ func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
 	if r.Report == nil {
 		return nil
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLATFORM\tVULNERABILITY\tSEVERITY\tPACKAGE\tVERSION\tFIXED IN")
+	var rows [][]string
 	for _, p := range r.Report.Platforms {
 		for _, m := range p.Matches {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Platform, m.VulnID, m.Severity, m.Package, m.Version, strings.Join(m.FixedIn, ","))
+			rows = append(rows, []string{p.Platform, m.VulnID, m.Severity, m.Package, m.Version, strings.Join(m.FixedIn, ",")})
 		}
+	}
+	return printTable(w, []string{"PLATFORM", "VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN"}, rows)
+}
+
+// printTable prints rows under header in aligned columns.
+func printTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
 }
