@@ -64,9 +64,11 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 func cosign(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	home := t.TempDir()
+	// Build (or find) the CLI before the clock starts: a cold build takes minutes.
+	bin := cosignCLI(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cosignCLI(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(childEnv(), "TUF_ROOT="+filepath.Join(home, "tuf"), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, "docker"), "COSIGN_EXPERIMENTAL=0")
 	out, err := cmd.CombinedOutput()
 	return string(out), err

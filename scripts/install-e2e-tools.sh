@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Install the real clients the e2e suite (e2e/clients_test.go) drives:
+#   Debian packages: skopeo, containerd (ctr), podman, docker.io (dockerd and
+#   /usr/bin/docker), busybox-static (a static /bin/busybox for runnable test
+#   images);
+#   Go module proxy: crane, at the go-containerregistry version in go.mod.
+# Idempotent: only what is missing is installed, and `apt-get update` runs
+# only when a package is missing. Non-interactive (no stdin needed).
+# Installing a package never starts its services for the tests: the tests
+# run their own containerd/dockerd with config and data under temp dirs.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo -n)
+fi
+
+# package:file that proves it is installed
+pkgs=(
+  skopeo:/usr/bin/skopeo
+  containerd:/usr/bin/containerd
+  podman:/usr/bin/podman
+  docker.io:/usr/sbin/dockerd
+  busybox-static:/bin/busybox
+)
+need=()
+for p in "${pkgs[@]}"; do
+  pkg=${p%%:*} file=${p#*:}
+  if [ ! -x "$file" ] || ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    need+=("$pkg")
+  fi
+done
+
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "install-e2e-tools: installing ${need[*]}"
+  # Do not let package scripts start containerd/docker on the host: the
+  # tests start their own. policy-rc.d (exit 101) is Debian's way to say so;
+  # it is removed again afterwards unless it was there before.
+  rcd=/usr/sbin/policy-rc.d
+  made_rcd=0
+  if [ ! -e "$rcd" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$rcd" >/dev/null
+    "${sudo[@]}" chmod 755 "$rcd"
+    made_rcd=1
+  fi
+  status=0
+  {
+    "${sudo[@]}" apt-get update -q </dev/null &&
+      "${sudo[@]}" apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${need[@]}" </dev/null
+  } || status=$?
+  if [ "$made_rcd" -eq 1 ]; then
+    "${sudo[@]}" rm -f "$rcd"
+  fi
+  [ "$status" -eq 0 ] || exit "$status"
+else
+  echo "install-e2e-tools: Debian packages already installed"
+fi
+
+# crane at the go-containerregistry version the module uses.
+gobin="$(go env GOPATH)/bin"
+want=$(go list -m -f '{{.Version}}' github.com/google/go-containerregistry 2>/dev/null || echo v0.22.1)
+have=""
+if [ -x "$gobin/crane" ]; then
+  have=$("$gobin/crane" version 2>/dev/null || true)
+fi
+if [ "$have" != "$want" ] && [ "v$have" != "$want" ]; then
+  echo "install-e2e-tools: installing crane $want into $gobin (had: ${have:-none})"
+  GOFLAGS= go install "github.com/google/go-containerregistry/cmd/crane@$want" </dev/null
+else
+  echo "install-e2e-tools: crane $want already installed"
+fi
+
+echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version)"
