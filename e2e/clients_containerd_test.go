@@ -183,10 +183,13 @@ var (
 )
 
 // TestClientContainerd: ctr (containerd 1.6) pulling through hosts.toml
-// files that leave no fallback: a single image by docker.io (ns routing),
-// an index with --all-platforms through the ghcr alias (override_path),
-// both unpacked; and the proof that containerd never reaches the upstream
-// itself when airlock refuses.
+// files that leave no fallback (server is airlock too): a single image by
+// docker.io (ns routing), a busybox image that `ctr run` then runs, an index
+// with --all-platforms through the ghcr alias (override_path), all unpacked
+// with a snapshotter; the node config shipped in deploy/containerd/certs.d;
+// and the proof that containerd never reaches the upstream itself when
+// airlock refuses, with a control showing the check catches a config that
+// does fall back.
 func TestClientContainerd(t *testing.T) {
 	c := startContainerd(t)
 	up := registrytest.NewUpstream(t)
@@ -222,6 +225,24 @@ func TestClientContainerd(t *testing.T) {
 		})
 	})
 
+	t.Run("run", func(t *testing.T) {
+		d := up.PushImage(t, "library/ctr-hello:v1", busyboxImage(t, "hello from containerd"))
+		ref := "docker.io/library/ctr-hello:v1"
+		runGate(t, al, gateCase{
+			image:       "docker.io/library/ctr-hello@" + d.String(),
+			pull:        func(t *testing.T, step string) (string, error) { return c.pull(t, ns, hosts, ref) },
+			quarantined: ctrQuarantined,
+			revoked:     ctrRevoked,
+			check: func(t *testing.T, _ string) {
+				out, err := c.run(t, ns, "run", "--rm", "--snapshotter", c.snapshotter, ref, "ctr-hello")
+				mustSucceed(t, "ctr run", out, err)
+				if !strings.Contains(out, "hello from containerd") {
+					t.Errorf("ctr run printed %q, want the image's /hello.txt", out)
+				}
+			},
+		})
+	})
+
 	t.Run("ghcr-index-override-path", func(t *testing.T) {
 		idx := registrytest.Index(t, types.OCIImageIndex, "linux/amd64", "linux/arm64/v8")
 		d := up.PushIndex(t, "team/ctr-multi:v1", idx)
@@ -247,6 +268,42 @@ func TestClientContainerd(t *testing.T) {
 		})
 	})
 
+	// The node config shipped in deploy/containerd/certs.d, with
+	// airlock.internal:5000 replaced by this airlock.
+	t.Run("deploy-hosts.toml", func(t *testing.T) {
+		const shipped = "../deploy/containerd/certs.d"
+		dir := t.TempDir()
+		for _, host := range []string{"docker.io", "ghcr.io"} {
+			b, err := os.ReadFile(filepath.Join(shipped, host, "hosts.toml"))
+			if err != nil {
+				t.Fatalf("shipped containerd config: %v", err)
+			}
+			if !strings.Contains(string(b), "http://airlock.internal:5000") {
+				t.Fatalf("%s/%s/hosts.toml does not name http://airlock.internal:5000", shipped, host)
+			}
+			writeHosts(t, dir, host, strings.ReplaceAll(string(b), "http://airlock.internal:5000", al.URL))
+		}
+		for _, tc := range []struct{ upRepo, ref, image, path string }{
+			{"library/ctr-deploy", "docker.io/library/ctr-deploy:v1", "docker.io/library/ctr-deploy", "/v2/library/ctr-deploy/manifests/v1?ns=docker.io"},
+			{"team/ctr-deploy", "ghcr.io/team/ctr-deploy:v1", "ghcr.io/team/ctr-deploy", "/v2/ghcr/team/ctr-deploy/manifests/v1?ns=ghcr.io"},
+		} {
+			t.Run(strings.SplitN(tc.ref, "/", 2)[0], func(t *testing.T) {
+				d := up.PushImage(t, tc.upRepo+":v1", registrytest.Image(t, 1, 2048, types.OCIManifestSchema1))
+				runGate(t, al, gateCase{
+					image:       tc.image + "@" + d.String(),
+					pull:        func(t *testing.T, step string) (string, error) { return c.pull(t, ns, dir, tc.ref) },
+					quarantined: ctrQuarantined,
+					revoked:     ctrRevoked,
+					check: func(t *testing.T, out string) {
+						if !strings.Contains(out, tc.path) {
+							t.Errorf("ctr did not request %s:\n%s", tc.path, out)
+						}
+					},
+				})
+			})
+		}
+	})
+
 	t.Run("no-bypass", func(t *testing.T) {
 		img := registrytest.Image(t, 2, 4096, types.DockerManifestSchema2)
 		d := up.PushImage(t, "library/ctr-nobypass:v1", img)
@@ -265,10 +322,15 @@ func TestClientContainerd(t *testing.T) {
 		up.Reset()
 		out, err = c.pull(t, ns, hosts, ref)
 		mustFail(t, "pull by tag in quarantine", out, err, ctrQuarantined...)
-		for _, r := range up.Requests() {
+		reqs := up.Requests()
+		for _, r := range reqs {
 			if r.Path != "/v2/library/ctr-nobypass/manifests/v1" {
 				t.Errorf("upstream saw %s %s?%s during a refused pull; only airlock's tag lookups were expected", r.Method, r.Path, r.RawQuery)
 			}
+		}
+		// At most one tag lookup upstream per manifest request containerd made to airlock.
+		if heads := strings.Count(out, "request.method=HEAD"); len(reqs) > heads {
+			t.Errorf("upstream saw %d requests during a refused pull, more than the %d airlock received: %+v", len(reqs), heads, reqs)
 		}
 		up.Reset()
 		out, err = c.pull(t, ns, hosts, "docker.io/library/ctr-nobypass@"+d.String())

@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -126,9 +127,12 @@ func (d *dockerd) run(t *testing.T, args ...string) (string, error) {
 func busyboxImage(t *testing.T, msg string) v1.Image {
 	t.Helper()
 	bb := requireTool(t, "/bin/busybox", "/usr/bin/busybox")
-	out, _ := exec.Command("file", bb).CombinedOutput()
-	if strings.Contains(string(out), "dynamically linked") {
-		t.Skipf("%s is not static (install busybox-static)", bb)
+	if !isStatic(t, bb) {
+		msg := bb + " is dynamically linked; install busybox-static (scripts/install-e2e-tools.sh)"
+		if inCI() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	bin, err := os.ReadFile(bb)
 	if err != nil {
@@ -175,6 +179,22 @@ func busyboxImage(t *testing.T, msg string) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// isStatic reports whether the ELF file p has no program interpreter.
+func isStatic(t *testing.T, p string) bool {
+	t.Helper()
+	f, err := elf.Open(p)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
 }
 
 // TestClientDockerd: dockerd with airlock as its Docker Hub registry mirror

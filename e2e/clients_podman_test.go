@@ -28,6 +28,7 @@ func newPodman(t *testing.T, registriesConf string) *podmanRunner {
 	writeFile(t, filepath.Join(dir, "registries.conf"), registriesConf)
 	writeFile(t, filepath.Join(dir, "storage.conf"), fmt.Sprintf("[storage]\ndriver = \"vfs\"\nrunroot = %q\ngraphroot = %q\n",
 		filepath.Join(dir, "run"), filepath.Join(dir, "root")))
+	writeFile(t, filepath.Join(dir, "auth.json"), `{"auths":{}}`)
 	writeFile(t, filepath.Join(dir, "containers.conf"), "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n")
 	p.env = []string{
 		"HOME=" + dir, "XDG_RUNTIME_DIR=" + filepath.Join(dir, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
@@ -123,8 +124,10 @@ insecure = true
 		// When the mirror refuses, podman falls back to docker.io itself
 		// (unreachable here) and reports the mirror's error alongside.
 		runGate(t, al, gateCase{
-			image:       image,
-			pull:        func(t *testing.T, step string) (string, error) { return p.pull(t, "docker.io/library/podman-mirror:v1") },
+			image: image,
+			pull: func(t *testing.T, step string) (string, error) {
+				return p.pull(t, "docker.io/library/podman-mirror:v1")
+			},
 			quarantined: append([]string{image}, quarantineWords...),
 			revoked:     append([]string{image}, revokedWords...),
 		})
