@@ -93,3 +93,9 @@ clean:
 ## help: list the targets
 help:
 	@sed -n 's/^## //p' $(MAKEFILE_LIST)
+
+## conformance: the OCI distribution-spec conformance suite (pull workflow,
+##              read-only data) against a real airlock; prints a pass/fail table
+.PHONY: conformance
+conformance:
+	$(GO) test -count=1 -run '^TestConformanceOCIDistributionPull$$' -v ./e2e/
