@@ -190,6 +190,9 @@ type Log struct {
 type Limits struct {
 	// MaxManifestBytes is the largest manifest or index accepted from an upstream.
 	MaxManifestBytes int64 `yaml:"max_manifest_bytes"`
+	// MaxConnections bounds the registry API's open client connections;
+	// further clients wait in the accept queue. 0 means no bound.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Default returns the embedded defaults: registry on :5000, admin on
@@ -219,7 +222,7 @@ func Default() *Config {
 			},
 		},
 		Log:    Log{Format: "text", Level: "info"},
-		Limits: Limits{MaxManifestBytes: 4 << 20},
+		Limits: Limits{MaxManifestBytes: 4 << 20, MaxConnections: 4096},
 		Scan: Scan{
 			MaxDBAge:       5 * 24 * time.Hour,
 			UpdateInterval: 24 * time.Hour,
@@ -356,6 +359,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxManifestBytes < 1024 {
 		return errors.New("limits.max_manifest_bytes: must be at least 1024")
+	}
+	if c.Limits.MaxConnections < 0 {
+		return errors.New("limits.max_connections: must not be negative (0 means no bound)")
 	}
 	if c.Scan.MaxDBAge < 0 || c.Scan.RescanInterval < 0 {
 		return errors.New("scan: max_db_age and rescan_interval must not be negative")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
+	"golang.org/x/net/netutil"
 	// The KMS providers signing.kms can name.
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	_ "github.com/sigstore/sigstore/pkg/signature/kms/aws"
@@ -157,13 +158,18 @@ func serve(args []string, stderr io.Writer) error {
 	}
 
 	var lns []net.Listener
-	for _, srv := range servers {
+	for i, srv := range servers {
 		ln, err := net.Listen("tcp", srv.Addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
 			return fmt.Errorf("listen %s: %w", srv.Addr, err)
+		}
+		if apis[i] == "registry" && cfg.Limits.MaxConnections > 0 {
+			// Bounded connections keep a flood of (idle) clients from
+			// exhausting file descriptors and memory; others queue.
+			ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)
 		}
 		lns = append(lns, ln)
 	}
