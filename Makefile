@@ -66,7 +66,7 @@ test-e2e:
 
 ## fuzz: fuzz the router's name/reference/ns parser for $(FUZZTIME)
 fuzz:
-	$(GO) test ./proxy -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/route -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)
 
 ## bench: run every benchmark for a fixed BENCHTIME (default 3x), among them
 ##        airlock's scan pipeline vs the grype CLI (see docs/BENCHMARKS.md)

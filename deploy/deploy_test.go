@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/proxy"
+	"github.com/airlockproxy/airlock/proxy/route"
 )
 
 const (
@@ -646,7 +646,7 @@ func TestContainerdHostsFiles(t *testing.T) {
 // Airlock's router and the ConfigMap's upstreams.
 func TestContainerdRoutesThroughAirlock(t *testing.T) {
 	cfg := loadAirlockConfig(t, loadManifests(t).configMaps["airlock-config"])
-	router := proxy.NewRouter(cfg.Upstreams)
+	router := route.NewRouter(cfg.Upstreams)
 
 	type seen struct{ method, path, ns string }
 	var mu sync.Mutex
@@ -699,13 +699,13 @@ func TestContainerdRoutesThroughAirlock(t *testing.T) {
 
 	for _, tc := range []struct {
 		ref  string
-		want proxy.Route // zero: Airlock has no such upstream
+		want route.Route // zero: Airlock has no such upstream
 	}{
-		{"docker.io/library/alpine:3.20", proxy.Route{Upstream: "docker.io", Repository: "library/alpine"}},
-		{"ghcr.io/myorg/app:1.0", proxy.Route{Upstream: "ghcr.io", Repository: "myorg/app"}},
-		{"quay.io/prometheus/node-exporter:v1.8.0", proxy.Route{Upstream: "quay.io", Repository: "prometheus/node-exporter"}},
-		{"registry.k8s.io/pause:3.10", proxy.Route{Upstream: "registry.k8s.io", Repository: "pause"}},
-		{"gcr.io/distroless/static:latest", proxy.Route{}},
+		{"docker.io/library/alpine:3.20", route.Route{Upstream: "docker.io", Repository: "library/alpine"}},
+		{"ghcr.io/myorg/app:1.0", route.Route{Upstream: "ghcr.io", Repository: "myorg/app"}},
+		{"quay.io/prometheus/node-exporter:v1.8.0", route.Route{Upstream: "quay.io", Repository: "prometheus/node-exporter"}},
+		{"registry.k8s.io/pause:3.10", route.Route{Upstream: "registry.k8s.io", Repository: "pause"}},
+		{"gcr.io/distroless/static:latest", route.Route{}},
 	} {
 		mu.Lock()
 		reqs = nil
@@ -733,14 +733,14 @@ func TestContainerdRoutesThroughAirlock(t *testing.T) {
 			if r.ns != host {
 				t.Errorf("%s: %s %s sent ns=%q, want %q", tc.ref, r.method, r.path, r.ns, host)
 			}
-			route, err := router.Route(name, r.ns)
+			routed, err := router.Route(name, r.ns)
 			switch {
-			case tc.want == (proxy.Route{}):
-				if !errors.Is(err, proxy.ErrUnknownUpstream) {
-					t.Errorf("%s: %s?ns=%s routed to %+v (%v), want unknown upstream", tc.ref, r.path, r.ns, route, err)
+			case tc.want == (route.Route{}):
+				if !errors.Is(err, route.ErrUnknownUpstream) {
+					t.Errorf("%s: %s?ns=%s routed to %+v (%v), want unknown upstream", tc.ref, r.path, r.ns, routed, err)
 				}
-			case err != nil || route != tc.want:
-				t.Errorf("%s: %s?ns=%s routed to %+v (%v), want %+v", tc.ref, r.path, r.ns, route, err, tc.want)
+			case err != nil || routed != tc.want:
+				t.Errorf("%s: %s?ns=%s routed to %+v (%v), want %+v", tc.ref, r.path, r.ns, routed, err, tc.want)
 			}
 		}
 		if host == "ghcr.io" || host == "quay.io" {

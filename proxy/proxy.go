@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/proxy/route"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -56,7 +57,7 @@ type Server struct {
 	content   *content.Store
 	gate      Gate
 	upstreams *upstream.Set
-	router    *Router
+	router    *route.Router
 	cfg       config.Gate
 	allow     map[string]config.Upstream
 	log       *slog.Logger
@@ -80,7 +81,7 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 func New(cfg *config.Config, store *state.Store, cs *content.Store, g Gate, ups *upstream.Set, opts ...Option) *Server {
 	s := &Server{
 		store: store, content: cs, gate: g, upstreams: ups,
-		router:   NewRouter(cfg.Upstreams),
+		router:   route.NewRouter(cfg.Upstreams),
 		cfg:      cfg.Gate,
 		allow:    map[string]config.Upstream{},
 		log:      slog.Default(),
@@ -193,10 +194,10 @@ func notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 // route resolves the request's repository and checks the upstream's allow list.
-func (s *Server) route(w http.ResponseWriter, r *http.Request) (Route, bool) {
+func (s *Server) route(w http.ResponseWriter, r *http.Request) (route.Route, bool) {
 	rt, err := s.router.Route(mux.Vars(r)["name"], r.URL.Query().Get("ns"))
 	switch {
-	case errors.Is(err, ErrNameInvalid):
+	case errors.Is(err, route.ErrNameInvalid):
 		writeError(w, r, http.StatusBadRequest, CodeNameInvalid, err.Error())
 		return rt, false
 	case err != nil:
@@ -255,7 +256,7 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // routeDigest resolves the repository and the {digest} of the URL.
-func (s *Server) routeDigest(w http.ResponseWriter, r *http.Request) (Route, digest.Digest, bool) {
+func (s *Server) routeDigest(w http.ResponseWriter, r *http.Request) (route.Route, digest.Digest, bool) {
 	rt, ok := s.route(w, r)
 	if !ok {
 		return rt, "", false

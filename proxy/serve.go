@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/proxy/route"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -26,7 +27,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tag, dgst, err := ParseReference(mux.Vars(r)["reference"])
+	tag, dgst, err := route.ParseReference(mux.Vars(r)["reference"])
 	if err != nil {
 		code := CodeManifestInvalid
 		if strings.Contains(mux.Vars(r)["reference"], ":") {
@@ -46,7 +47,7 @@ func (s *Server) manifest(w http.ResponseWriter, r *http.Request) {
 }
 
 // manifestByDigest serves a manifest by digest only if it is approved.
-func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt Route, d digest.Digest) {
+func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt route.Route, d digest.Digest) {
 	ref := state.Ref{Upstream: rt.Upstream, Repository: rt.Repository, Digest: d}
 	dec, done := s.tryServe(w, r, ref)
 	if done {
@@ -77,7 +78,7 @@ const resolveBudget = 5 * time.Second
 
 // manifestByTag resolves the tag upstream and serves its digest if it is
 // approved, or (tag_mode last-approved) the tag's last approved digest.
-func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt Route, tag string) {
+func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt route.Route, tag string) {
 	reg, _ := s.upstreams.Get(rt.Upstream)
 	// A slow upstream must not stall pulls of approved tags: past the
 	// budget the last approved digest is served.
@@ -125,7 +126,7 @@ func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt Route,
 }
 
 // resolveTag returns the tag's upstream descriptor, cached for gate.tag_ttl.
-func (s *Server) resolveTag(ctx context.Context, reg *upstream.Registry, rt Route, tag string) (v1.Descriptor, error) {
+func (s *Server) resolveTag(ctx context.Context, reg *upstream.Registry, rt route.Route, tag string) (v1.Descriptor, error) {
 	key := rt.Upstream + "/" + rt.Repository + ":" + tag
 	now := time.Now()
 	if s.cfg.TagTTL > 0 {

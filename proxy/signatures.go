@@ -6,6 +6,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/airlockproxy/airlock/proxy/route"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -15,7 +16,7 @@ var cosignTag = regexp.MustCompile(`^(sha256)-([a-f0-9]{64})\.(sig|att)$`)
 // signatureTag serves "sha256-<hex>.sig" and ".att" from what Airlock signed.
 // They are never resolved upstream, and they exist only while the image
 // they sign is approved: revoking an image withdraws its signatures too.
-func (s *Server) signatureTag(w http.ResponseWriter, r *http.Request, rt Route, tag string) bool {
+func (s *Server) signatureTag(w http.ResponseWriter, r *http.Request, rt route.Route, tag string) bool {
 	m := cosignTag.FindStringSubmatch(tag)
 	if m == nil {
 		return false

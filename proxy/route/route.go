@@ -1,4 +1,9 @@
-package proxy
+// Package route maps the repository names registry clients ask for to
+// upstream repositories: containerd's ?ns=<host>, a /v2/<upstream name or
+// alias>/<repo> prefix, and the default upstream for bare names (with
+// Docker Hub's library/ rule). It also validates names, tags and digests
+// against the distribution spec.
+package route
 
 import (
 	"errors"
