@@ -151,7 +151,7 @@ func TestHostileRange(t *testing.T) {
 		{"bytes=0-99999999", []int{206}},
 		{"bytes=0-0,2-3,-1", []int{200, 206}},
 		{"bytes=0-1,0-1", []int{200, 206}},
-		{"bytes=" + strings.Join(many, ","), []int{200, 206, 416}}, // 2000 ranges
+		{"bytes=" + strings.Join(many, ","), []int{200}}, // 2000 ranges: the whole blob, not a 35x larger multipart answer
 		{"bytes=", []int{200, 416}},
 		{"bytes", []int{200, 416}},
 		{"items=0-5", []int{200, 416}}, // unknown unit
@@ -171,14 +171,6 @@ func TestHostileRange(t *testing.T) {
 			ok := false
 			for _, a := range tt.allow {
 				ok = ok || a == status
-			}
-			if !ok && tt.rng == "bytes=-0" && status == 206 && len(body) == 0 {
-				// net/http's ServeContent parses a zero suffix-length as an
-				// empty range and answers 206 with no bytes and a
-				// Content-Range whose last byte precedes its first. No
-				// content leaks, but the answer is not one RFC 9110 allows.
-				t.Skipf("BUG: Range %q = 206, 0 bytes, Content-Range %q; want 416 with bytes */%d (proxy/serve.go blob: answer 416 for a zero suffix-length before http.ServeContent)",
-					tt.rng, h.Get("Content-Range"), size)
 			}
 			if !ok {
 				t.Fatalf("Range %.60q = %d (%.200s), want one of %v", tt.rng, status, body, tt.allow)
