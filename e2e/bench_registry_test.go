@@ -204,78 +204,11 @@ http:
 	return s
 }
 
-// startAirlockAt runs airlock against the registry at upstreamURL (the
-// harness's startAirlock only accepts a registrytest.Upstream). It uses the
-// production default gate.tag_ttl (1m), so tag pulls of approved images are
-// served without asking the upstream. Configuration otherwise follows
-// writeConfig.
+// startAirlockAt runs airlock with the auto policy in front of any
+// registry URL (the benchmarks' distribution registries).
 func startAirlockAt(tb testing.TB, upstreamURL string, hold time.Duration) *Airlock {
 	tb.Helper()
-	dir := tb.TempDir()
-	regPort, adminPort := freePort(tb), freePort(tb)
-	for adminPort == regPort {
-		adminPort = freePort(tb)
-	}
-	a := &Airlock{
-		t:        tb,
-		Host:     fmt.Sprintf("127.0.0.1:%d", regPort),
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", regPort),
-		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		DataDir:  tb.TempDir(),
-		LogPath:  filepath.Join(dir, "airlock.log"),
-		done:     make(chan struct{}),
-	}
-	cfg := fmt.Sprintf(`# written by the e2e registry benchmarks
-listen: %s
-data_dir: %q
-admin:
-  listen: 127.0.0.1:%d
-  token: %q
-upstreams:
-  - name: docker.io
-    url: %q
-    default: true
-    insecure: true
-gate:
-  policy: auto
-  hold: %s
-  tag_mode: last-approved
-  tag_ttl: 1m
-  workers: 4
-log:
-  format: json
-  level: warn
-`, a.Host, a.DataDir, adminPort, adminToken, upstreamURL, hold)
-	a.Config = filepath.Join(dir, "airlock.yaml")
-	if err := os.WriteFile(a.Config, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	logf, err := os.Create(a.LogPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a.cmd = exec.Command(airlockBin, "serve", "--config", a.Config)
-	a.cmd.Env = childEnv()
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		logf.Close()
-		tb.Fatal(err)
-	}
-	logf.Close()
-	go func() {
-		a.waitErr = a.cmd.Wait()
-		close(a.done)
-	}()
-	tb.Cleanup(func() {
-		a.stop(syscall.SIGTERM, 20*time.Second)
-		if tb.Failed() {
-			tb.Logf("airlock (pid %d, %s) log tail:\n%s", a.cmd.Process.Pid, a.Host, a.logTail(60))
-		}
-	})
-	if err := a.waitReady(20 * time.Second); err != nil {
-		tb.Fatalf("start airlock: %v\n%s", err, a.logTail(40))
-	}
-	return a
+	return startAirlock(tb, nil, options{Policy: "auto", Hold: hold, UpstreamURL: upstreamURL, TagTTL: time.Minute, LogLevel: "warn"})
 }
 
 // ---- client side ----

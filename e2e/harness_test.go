@@ -84,6 +84,12 @@ type options struct {
 	TagMode string
 	// Extra is YAML appended to the config (e.g. scan: and policy: sections).
 	Extra string
+	// UpstreamURL replaces the registrytest upstream's URL (which may then be nil).
+	UpstreamURL string
+	// TagTTL is gate.tag_ttl; zero means 0s (every tag pull resolves upstream).
+	TagTTL time.Duration
+	// LogLevel is log.level; empty means info.
+	LogLevel string
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -117,6 +123,14 @@ func freePort(t testing.TB) int {
 // writeConfig writes an airlock.yaml for upstream up and returns its path.
 func writeConfig(t testing.TB, dir string, up *registrytest.Upstream, o options, regPort, adminPort int) string {
 	t.Helper()
+	upURL := o.UpstreamURL
+	if upURL == "" {
+		upURL = up.URL()
+	}
+	logLevel := o.LogLevel
+	if logLevel == "" {
+		logLevel = "info"
+	}
 	policy := o.Policy
 	if policy == "" {
 		policy = "manual"
@@ -152,7 +166,7 @@ gate:
   policy: %s
   hold: %s
   tag_mode: %s
-  tag_ttl: 0s
+  tag_ttl: %s
   workers: 4
   retry:
     max_attempts: 8
@@ -160,8 +174,8 @@ gate:
     max_backoff: 2s
 log:
   format: json
-  level: info
-`, regPort, o.DataDir, adminPort, adminToken, up.URL(), up.URL(), policy, hold, tagMode) + o.Extra
+  level: %s
+`, regPort, o.DataDir, adminPort, adminToken, upURL, upURL, policy, hold, tagMode, o.TagTTL, logLevel) + o.Extra
 	p := filepath.Join(dir, fmt.Sprintf("airlock-%d.yaml", regPort))
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
