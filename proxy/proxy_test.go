@@ -430,3 +430,29 @@ func TestIndexChildren(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowUpstream: an upstream that trickles a blob holds nobody longer
+// than gate.hold — the pull is answered DENIED (fetching) at once — and
+// the image is served once the fetch completes.
+func TestSlowUpstream(t *testing.T) {
+	s := newStack(t, func(c *config.Config) {
+		c.Gate.Policy = config.PolicyAuto
+		c.Gate.Hold = 300 * time.Millisecond
+	})
+	img := registrytest.Image(t, 1, 256<<10, types.OCIManifestSchema1)
+	d := s.up.PushImage(t, "library/trickle:1", img)
+	s.up.SetBlobRate(128 << 10)
+	start := time.Now()
+	status, body, code, _ := s.get(t, "GET", "/v2/library/trickle/manifests/1")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("pull held for %s with gate.hold 300ms", took)
+	}
+	if status != 403 || code != proxy.CodeDenied || !strings.Contains(string(body), "fetching") {
+		t.Fatalf("pull during a slow fetch = %d %s", status, body)
+	}
+	ref := state.Ref{Upstream: "docker.io", Repository: "library/trickle", Digest: digest.Digest(d.String())}
+	s.waitState(t, ref, state.StateApproved)
+	if status, _, _, h := s.get(t, "GET", "/v2/library/trickle/manifests/1"); status != 200 || h.Get("Docker-Content-Digest") != d.String() {
+		t.Fatalf("after the slow fetch: %d", status)
+	}
+}
