@@ -525,17 +525,19 @@ func openIdle(t testing.TB, host string, n, requests int) []net.Conn {
 	return conns
 }
 
-// TestFaultIdleConnections holds 2000 connections open against airlock
-// (half idle after a request, half that never send a byte): new clients
-// keep getting answers, airlock's RSS stays bounded, and it holds one
-// descriptor per connection (under limits.max_connections, 4096 by
-// default).
+// TestFaultIdleConnections holds 10,000 connections open against airlock
+// (half idle after a request, half that never send a byte), with
+// limits.max_connections raised above that: new clients keep getting
+// answers, airlock's RSS stays bounded per connection (~13 KiB measured),
+// and it holds one descriptor per connection.
 func TestFaultIdleConnections(t *testing.T) {
 	t.Parallel()
-	const n = 2000
-	raiseNoFile(t, 3*n)
+	// 10k connections, as issue 6 asks: the test process and airlock each
+	// hold one end, so each needs n descriptors plus its own.
+	const n = 10000
+	raiseNoFile(t, n+2000)
 	up := registrytest.NewUpstream(t)
-	al := startAirlock(t, up, options{NoHold: true})
+	al := startAirlock(t, up, options{NoHold: true, Extra: fmt.Sprintf("limits:\n  max_connections: %d\n", n+1000)})
 	_, layer := approvedSmall(t, al, up, "idle/app")
 	rss0, fd0 := procRSS(t, al.pid()), procFDs(t, al.pid())
 
@@ -566,7 +568,9 @@ func TestFaultIdleConnections(t *testing.T) {
 	if fd1-fd0 < n*9/10 {
 		t.Errorf("airlock holds %d more descriptors, want ~%d (were the connections accepted?)", fd1-fd0, n)
 	}
-	if rss1-rss0 > 150<<20 {
+	// An idle connection costs a goroutine and its buffers: bounded per
+	// connection, not by traffic.
+	if rss1-rss0 > n*40<<10 {
 		t.Errorf("RSS grew by %d MiB for %d idle connections", (rss1-rss0)>>20, n)
 	}
 	if slowest > 2*time.Second {
