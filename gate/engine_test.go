@@ -90,19 +90,14 @@ func buildPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch, err := gate.NewFetchStep(ups, cs, store, cfg.Gate.Platforms, cfg.Limits.MaxManifestBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps := []gate.Step{fetch}
 	if sc != nil {
-		steps = append(steps, gate.NewScanStep(sc, cs, store))
+		cfg.Gate.Policy = config.PolicyScan
 	}
-	engine := gate.New(store, cfg.Gate, append(steps, policy), gate.WithRescanFailure(cfg.Scan.OnRescanFail))
+	steps, err := gate.Pipeline(cfg, ups, cs, store, sc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := gate.New(store, cfg.Gate, steps, gate.WithRescanFailure(cfg.Scan.OnRescanFail))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

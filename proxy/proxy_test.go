@@ -70,15 +70,11 @@ func newStack(t *testing.T, edit func(*config.Config)) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch, err := gate.NewFetchStep(ups, cs, store, cfg.Gate.Platforms, cfg.Limits.MaxManifestBytes)
+	steps, err := gate.Pipeline(cfg, ups, cs, store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine := gate.New(store, cfg.Gate, []gate.Step{fetch, policy})
+	engine := gate.New(store, cfg.Gate, steps)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); engine.Run(ctx) }()

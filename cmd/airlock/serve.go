@@ -87,14 +87,6 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fetch, err := gate.NewFetchStep(ups, cs, store, cfg.Gate.Platforms, cfg.Limits.MaxManifestBytes)
-	if err != nil {
-		return fmt.Errorf("gate.platforms: %w", err)
-	}
-	steps := []gate.Step{fetch}
-	if needsVerify(cfg.Signatures) {
-		steps = append(steps, gate.NewVerifyStep(ups, cfg.Signatures))
-	}
 	var scanner *scan.Scanner
 	if cfg.Gate.Policy == config.PolicyScan {
 		scanner, err = scan.New(cfg.ScanDBDir(), scan.WithMaxAge(cfg.Scan.MaxDBAge))
@@ -106,21 +98,22 @@ func serve(args []string, stderr io.Writer) error {
 		} else {
 			log.Info("vulnerability DB", "built", st.Built, "schema", st.SchemaVersion, "path", st.Path)
 		}
-		steps = append(steps, gate.NewScanStep(scanner, cs, store))
 	}
-	policy, err := gate.NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
-	if err != nil {
-		return err
-	}
-	steps = append(steps, policy)
 	var signer *sign.Signer
 	if cfg.Signing.Enabled() {
 		if signer, err = loadSigner(ctx, cfg.Signing); err != nil {
 			return err
 		}
-		steps = append(steps, gate.NewSignStep(signer, ups, cs, store, cfg.Signing, cfg.Policy))
 	} else {
 		log.Warn("signing disabled: approved images get no Airlock signature (set signing.key)")
+	}
+	var sc gate.Scanner
+	if scanner != nil {
+		sc = scanner
+	}
+	steps, err := gate.Pipeline(cfg, ups, cs, store, sc, signer)
+	if err != nil {
+		return err
 	}
 	if cfg.Gate.Policy == config.PolicyAuto {
 		log.Warn("gate.policy is auto: images are approved without any check; use it for tests only")
@@ -223,19 +216,6 @@ func serve(args []string, stderr io.Writer) error {
 	stopEngine()
 	wg.Wait()
 	return err
-}
-
-// needsVerify reports whether any signature rule asks for verification.
-func needsVerify(s config.Signatures) bool {
-	if s.Mode != config.VerifyNone {
-		return true
-	}
-	for _, r := range s.Rules {
-		if r.Mode != config.VerifyNone {
-			return true
-		}
-	}
-	return false
 }
 
 // loadSigner reads the enterprise key, or opens it in a KMS.

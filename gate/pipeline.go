@@ -1,0 +1,53 @@
+package gate
+
+import (
+	"fmt"
+
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/sign"
+	"github.com/airlockproxy/airlock/storage/content"
+	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/upstream"
+)
+
+// Pipeline assembles the steps cfg asks for, in order: fetch; verify when
+// a signature rule applies; scan under the scan policy (sc must then be
+// set); the policy decision; sign when signer is set.
+func Pipeline(cfg *config.Config, ups *upstream.Set, cs *content.Store, st *state.Store, sc Scanner, signer *sign.Signer) ([]Step, error) {
+	fetch, err := NewFetchStep(ups, cs, st, cfg.Gate.Platforms, cfg.Limits.MaxManifestBytes)
+	if err != nil {
+		return nil, fmt.Errorf("gate.platforms: %w", err)
+	}
+	steps := []Step{fetch}
+	if verifies(cfg.Signatures) {
+		steps = append(steps, NewVerifyStep(ups, cfg.Signatures))
+	}
+	if cfg.Gate.Policy == config.PolicyScan {
+		if sc == nil {
+			return nil, fmt.Errorf("gate.policy %s needs a scanner", cfg.Gate.Policy)
+		}
+		steps = append(steps, NewScanStep(sc, cs, st))
+	}
+	policy, err := NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	steps = append(steps, policy)
+	if signer != nil {
+		steps = append(steps, NewSignStep(signer, ups, cs, st, cfg.Signing, cfg.Policy))
+	}
+	return steps, nil
+}
+
+// verifies reports whether any signature rule asks for verification.
+func verifies(s config.Signatures) bool {
+	if s.Mode != config.VerifyNone {
+		return true
+	}
+	for _, r := range s.Rules {
+		if r.Mode != config.VerifyNone {
+			return true
+		}
+	}
+	return false
+}
