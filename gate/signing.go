@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -266,6 +267,18 @@ func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attesta
 	return append(out, sign.Attestation{PredicateType: PredicateApproval, Predicate: raw}), nil
 }
 
+// moduleVersion is the version of a module linked into this binary.
+func moduleVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == path {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
 // vulnPredicate renders a report in cosign's vuln predicate format.
 func vulnPredicate(rep *Report) ([]byte, error) {
 	type match struct {
@@ -286,7 +299,7 @@ func vulnPredicate(rep *Report) ([]byte, error) {
 		"invocation": map[string]any{"uri": "https://airlock.dev", "event_id": "", "builder.id": "airlock"},
 		"scanner": map[string]any{
 			"uri":     "pkg:golang/github.com/anchore/grype",
-			"version": "v0.121.2",
+			"version": moduleVersion("github.com/anchore/grype"),
 			"db":      map[string]any{"uri": rep.DB.Source, "version": rep.DB.SchemaVersion, "built": rep.DB.Built},
 			"result":  map[string]any{"matches": matches},
 		},
