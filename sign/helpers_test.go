@@ -134,6 +134,18 @@ func wantErr(t *testing.T, err, target error) {
 	}
 }
 
+// verifiesOnlyWith checks that img verifies with key pub, as want says,
+// and that another key is refused with ErrBadSignature.
+func verifiesOnlyWith(t *testing.T, img testImage, pub, otherPub []byte, want Verification) {
+	t.Helper()
+	v, err := verifyErr(t, img, TrustPolicy{Keys: [][]byte{pub}, IgnoreTlog: true})
+	if err != nil || v != want {
+		t.Fatalf("Verify = %+v, %v; want %+v", v, err, want)
+	}
+	_, err = verifyErr(t, img, TrustPolicy{Keys: [][]byte{otherPub}, IgnoreTlog: true})
+	wantErr(t, err, ErrBadSignature)
+}
+
 // mustVerifier loads a PEM public key as cosign's CLI does.
 func mustVerifier(t *testing.T, pub []byte) signature.Verifier {
 	t.Helper()
