@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/airlockproxy/airlock/gate"
@@ -36,7 +37,39 @@ type ActionRequest struct {
 	Reason string `json:"reason"`
 	// Actor optionally names the person acting; recorded as "admin:<actor>".
 	Actor string `json:"actor,omitempty"`
+	// AllowFallback (revoke by tag only) lets the tag fall back to its
+	// previous approved digest. Without it a revoke by tag refuses the tag
+	// until a digest newer than the revoked one is approved.
+	AllowFallback bool `json:"allow_fallback,omitempty"`
 }
+
+// ActionResult is the answer of POST /api/v1/{approve,revoke,rescan}: the
+// image record as it is now, plus what happened to a tag, in words.
+type ActionResult struct {
+	state.Image
+	// Message says what a revoke by tag did to the tag, e.g. "tag latest is
+	// refused until a digest newer than sha256:… is approved".
+	Message string `json:"message,omitempty"`
+}
+
+// ListedImage is one image of GET /api/v1/images: the record plus, for
+// each of its tags, how the tag relates to this digest now.
+type ListedImage struct {
+	state.Image
+	// TagStatus maps each tag in Tags to TagCurrent, TagUpstream or TagOlder.
+	TagStatus map[string]string `json:"tag_status,omitempty"`
+}
+
+// The values of ListedImage.TagStatus.
+const (
+	// TagCurrent: a pull of the tag gets this digest now.
+	TagCurrent = "current"
+	// TagUpstream: the tag points to this digest upstream, but a pull gets
+	// another digest (the last approved one) or is refused.
+	TagUpstream = "upstream"
+	// TagOlder: an earlier digest of the tag, not what a pull gets now.
+	TagOlder = "older"
+)
 
 // ImageDetail is the answer of GET /api/v1/images/<image>.
 type ImageDetail struct {
@@ -62,6 +95,12 @@ type Server struct {
 	log     *slog.Logger
 	tmpDir  string
 	pubKey  []byte
+
+	// upstreams maps configured upstream names and aliases to names;
+	// nil when WithUpstreams was not given. See checkUpstream.
+	upstreams     map[string]string
+	upstreamNames []string
+	dbMaxSize     int64 // upload bound of DB imports; see WithDBMaxSize
 }
 
 // Option configures the admin API.
@@ -112,9 +151,9 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/vulnerabilities/{id}", s.whereIs).Methods(http.MethodGet)
 	api.HandleFunc("/db", s.dbStatus).Methods(http.MethodGet)
 	api.HandleFunc("/db/import", s.dbImport).Methods(http.MethodPost)
-	api.HandleFunc("/approve", s.action(s.engine.Approve)).Methods(http.MethodPost)
-	api.HandleFunc("/revoke", s.action(s.engine.Revoke)).Methods(http.MethodPost)
-	api.HandleFunc("/rescan", s.action(s.engine.Rescan)).Methods(http.MethodPost)
+	api.HandleFunc("/approve", s.action(byRef(s.engine.Approve))).Methods(http.MethodPost)
+	api.HandleFunc("/revoke", s.action(s.revoke)).Methods(http.MethodPost)
+	api.HandleFunc("/rescan", s.action(byRef(s.engine.Rescan))).Methods(http.MethodPost)
 	api.HandleFunc("/audit", s.audit).Methods(http.MethodGet)
 	api.HandleFunc("/jobs", s.jobs).Methods(http.MethodGet)
 	api.HandleFunc("/keys/public", s.publicKey).Methods(http.MethodGet)
@@ -178,13 +217,69 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
-	if imgs == nil {
-		imgs = []state.Image{}
+	out, err := s.tagStatus(imgs)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"images": imgs})
+	writeJSON(w, http.StatusOK, map[string]any{"images": out})
+}
+
+// tagStatus marks, for every tag of every image, whether a pull of the tag
+// gets that digest now; each tag's record is read once.
+func (s *Server) tagStatus(imgs []state.Image) ([]ListedImage, error) {
+	type resolved struct {
+		upstream, serves digest.Digest
+	}
+	tags := map[string]resolved{}
+	out := make([]ListedImage, 0, len(imgs))
+	for _, img := range imgs {
+		li := ListedImage{Image: img}
+		for _, name := range img.Tags {
+			key := img.Repo() + ":" + name
+			res, ok := tags[key]
+			if !ok {
+				t, err := s.store.Tag(img.Upstream, img.Repository, name)
+				if errors.Is(err, state.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return nil, fmt.Errorf("tag %s: %w", key, err)
+				}
+				if cur, ok := t.Current(); ok {
+					res.upstream = cur.Digest
+				}
+				served, ok, err := s.engine.TagServes(t)
+				if err != nil {
+					return nil, fmt.Errorf("tag %s: %w", key, err)
+				}
+				if ok {
+					res.serves = served.Digest
+				}
+				tags[key] = res
+			}
+			if li.TagStatus == nil {
+				li.TagStatus = map[string]string{}
+			}
+			switch img.Digest {
+			case res.serves:
+				li.TagStatus[name] = TagCurrent
+			case res.upstream:
+				li.TagStatus[name] = TagUpstream
+			default:
+				li.TagStatus[name] = TagOlder
+			}
+		}
+		out = append(out, li)
+	}
+	return out, nil
 }
 
 func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkUpstream(mux.Vars(r)["image"]); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
 	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
 	if err != nil {
 		writeErr(w, statusOf(err), err)
@@ -206,7 +301,32 @@ func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-func (s *Server) action(do func(state.Ref, string, string) (state.Image, error)) http.HandlerFunc {
+// actionFunc is one admin decision on the image an ActionRequest names;
+// the string is what it did to a tag, in words, if anything.
+type actionFunc func(t gate.Target, req ActionRequest, actor string) (state.Image, string, error)
+
+// byRef adapts a decision that acts on the digest alone (approve, rescan);
+// allow_fallback means nothing to it and is refused rather than ignored.
+func byRef(do func(state.Ref, string, string) (state.Image, error)) actionFunc {
+	return func(t gate.Target, req ActionRequest, actor string) (state.Image, string, error) {
+		if req.AllowFallback {
+			return state.Image{}, "", errors.New("allow_fallback applies to revoke by tag only")
+		}
+		img, err := do(t.Ref, actor, req.Reason)
+		return img, "", err
+	}
+}
+
+// revoke revokes by digest, or by tag: then, unless allow_fallback, the tag
+// is refused until a newer digest is approved (gate.Engine.RevokeTarget).
+func (s *Server) revoke(t gate.Target, req ActionRequest, actor string) (state.Image, string, error) {
+	if req.AllowFallback && t.Tag == "" {
+		return state.Image{}, "", errors.New("allow_fallback applies to revoke by tag only: a revoke by digest always lets its tags fall back")
+	}
+	return s.engine.RevokeTarget(t, req.AllowFallback, actor, req.Reason)
+}
+
+func (s *Server) action(do actionFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req ActionRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -215,21 +335,27 @@ func (s *Server) action(do func(state.Ref, string, string) (state.Image, error))
 			writeErr(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
 			return
 		}
-		ref, err := s.engine.ParseImage(req.Image)
+		if err := s.checkAction(req); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		target, err := s.engine.ParseTarget(req.Image)
 		if err != nil {
 			writeErr(w, statusOf(err), err)
 			return
 		}
+		ref := target.Ref
 		actor := "admin"
 		if req.Actor != "" {
 			actor += ":" + req.Actor
 		}
-		img, err := do(ref, actor, req.Reason)
+		img, msg, err := do(target, req, actor)
 		if err != nil {
+			err = s.describeConflict(r, ref, err)
 			writeErr(w, statusOf(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, img)
+		writeJSON(w, http.StatusOK, ActionResult{Image: img, Message: msg})
 	}
 }
 

@@ -12,12 +12,14 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
-// maxDBArchiveBytes bounds an uploaded vulnerability DB archive.
+// maxDBArchiveBytes bounds an uploaded vulnerability DB archive when no
+// bound is configured (WithDBMaxSize); it is scan.db_max_size's default.
 const maxDBArchiveBytes = 4 << 30
 
 // VulnerabilityReport is the answer of GET /api/v1/images/<image>/vulnerabilities.
@@ -39,6 +41,10 @@ type DBImportResult struct {
 func (s *Server) imageWithReport(w http.ResponseWriter, r *http.Request) (state.Image, *gate.Report, bool) {
 	if s.content == nil {
 		writeErr(w, http.StatusNotFound, errors.New("scanning is not enabled (gate.policy is not scan)"))
+		return state.Image{}, nil, false
+	}
+	if err := s.checkUpstream(mux.Vars(r)["image"]); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
 		return state.Image{}, nil, false
 	}
 	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
@@ -165,15 +171,28 @@ func (s *Server) dbImport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
-	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, maxDBArchiveBytes))
+	limit := s.dbMaxSize
+	if limit <= 0 {
+		limit = maxDBArchiveBytes
+	}
+	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, limit))
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("upload: the file is larger than the import limit of %s (scan.db_max_size)", config.Size(limit)))
+		return
 	}
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("upload: %w", err))
 		return
 	}
 	st, err := s.vulndb.Import(path)
+	if errors.Is(err, scan.ErrDBTooLarge) {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("import: %w", err))
+		return
+	}
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Errorf("import: %w", err))
 		return

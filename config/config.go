@@ -80,6 +80,39 @@ type Config struct {
 	Signatures Signatures `yaml:"signatures"`
 	// Signing configures signing and attesting approved images.
 	Signing Signing `yaml:"signing"`
+	// Audit bounds the audit log.
+	Audit Audit `yaml:"audit"`
+}
+
+// Audit bounds the audit log, which anonymous pulls would otherwise grow
+// without end. Pruning runs at start and every PruneInterval.
+type Audit struct {
+	// MaxAge removes entries older than this, admin actions included;
+	// an admin action younger than it is never removed. 0 keeps entries
+	// regardless of age.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxEntries bounds the log: beyond it the oldest entries that are not
+	// admin actions (pipeline and pull entries) are removed. 0 means no bound.
+	MaxEntries int `yaml:"max_entries"`
+	// PruneInterval is how often the bounds are enforced.
+	PruneInterval time.Duration `yaml:"prune_interval"`
+}
+
+// validate checks the audit bounds.
+func (a Audit) validate() error {
+	if a.MaxAge < 0 {
+		return errors.New("audit.max_age: must not be negative (0 keeps entries regardless of age)")
+	}
+	if a.MaxAge > 0 && a.MaxAge < time.Hour {
+		return fmt.Errorf("audit.max_age: %s is under 1h; admin actions are kept for max_age, so it must be at least 1h (0 keeps entries regardless of age)", a.MaxAge)
+	}
+	if a.MaxEntries < 0 {
+		return errors.New("audit.max_entries: must not be negative (0 means no bound)")
+	}
+	if a.PruneInterval < time.Second {
+		return fmt.Errorf("audit.prune_interval: %s is under 1s", a.PruneInterval)
+	}
+	return nil
 }
 
 // Scan configures vulnerability scanning and its database.
@@ -99,7 +132,16 @@ type Scan struct {
 	RescanInterval time.Duration `yaml:"rescan_interval"`
 	// OnRescanFail is "revoke" (default) or "flag".
 	OnRescanFail string `yaml:"on_rescan_fail"`
+	// DBMaxSize bounds an imported or downloaded vulnerability database:
+	// the .db file, and what an archive decompresses to. An import over
+	// it stops there and fails, so a compression bomb cannot fill the
+	// disk. Default 4GiB, well above the size of a current grype v6 database.
+	DBMaxSize Size `yaml:"db_max_size"`
 }
+
+// minDBMaxSize is the smallest scan.db_max_size accepted: below it no real
+// database fits, and the value is more likely a unit typo (4 for 4GiB).
+const minDBMaxSize = 1 << 20
 
 // Storage selects a distribution v3 storage driver by name with its
 // driver-specific parameters (the same keys distribution's config uses).
@@ -148,8 +190,9 @@ type Upstream struct {
 
 // Gate configures the quarantine pipeline and the serving rules.
 type Gate struct {
-	// Policy decides what happens after an image passed every step:
-	// "manual" (default) or "auto".
+	// Policy decides how an image is approved: "scan" (default: scanned
+	// and judged by the vulnerability policy), "manual" (an admin
+	// approves) or "auto" (approved after fetch; tests only).
 	Policy string `yaml:"policy"`
 	// Hold is how long a pull of a quarantined image waits for approval
 	// before it is answered DENIED.
@@ -197,7 +240,7 @@ type Limits struct {
 
 // Default returns the embedded defaults: registry on :5000, admin on
 // 127.0.0.1:5001, data under ./data, Docker Hub as the default upstream and
-// the manual policy.
+// the scan policy.
 func Default() *Config {
 	return &Config{
 		Listen:  ":5000",
@@ -228,10 +271,12 @@ func Default() *Config {
 			UpdateInterval: 24 * time.Hour,
 			RescanInterval: 24 * time.Hour,
 			OnRescanFail:   RescanRevoke,
+			DBMaxSize:      4 << 30,
 		},
 		Policy:     Policy{Rules: Rules{FailOn: SeverityCritical}},
 		Signatures: Signatures{Mode: VerifyNone},
 		Signing:    Signing{Validity: 30 * 24 * time.Hour},
+		Audit:      Audit{MaxAge: 90 * 24 * time.Hour, MaxEntries: 1_000_000, PruneInterval: time.Hour},
 	}
 }
 
@@ -379,10 +424,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("scan.on_rescan_fail: %q is not %q or %q", c.Scan.OnRescanFail, RescanRevoke, RescanFlag)
 	}
+	if c.Scan.DBMaxSize < minDBMaxSize {
+		return fmt.Errorf("scan.db_max_size: %s is less than %s; no vulnerability database fits (did you mean GiB?)", c.Scan.DBMaxSize, Size(minDBMaxSize))
+	}
 	if err := c.Signatures.validate(); err != nil {
 		return err
 	}
 	if err := c.Signing.validate(); err != nil {
+		return err
+	}
+	if err := c.Audit.validate(); err != nil {
 		return err
 	}
 	return c.Policy.validate()

@@ -53,6 +53,10 @@ func TestDefaultsValidate(t *testing.T) {
 	if c.Storage.Driver != "filesystem" {
 		t.Errorf("storage.driver = %q", c.Storage.Driver)
 	}
+	// Well above a real grype v6 database, so that it only stops bombs.
+	if c.Scan.DBMaxSize != 4<<30 {
+		t.Errorf("scan.db_max_size = %s, want 4 GiB", c.Scan.DBMaxSize)
+	}
 }
 
 func TestLoadEmptyPathIsDefaults(t *testing.T) {
@@ -254,6 +258,9 @@ func TestValidationErrorsNameFieldAndFile(t *testing.T) {
 		{"bad log format", "log:\n  format: xml", "log.format:"},
 		{"bad log level", "log:\n  level: trace", "log.level:"},
 		{"tiny manifest limit", "limits:\n  max_manifest_bytes: 10", "limits.max_manifest_bytes:"},
+		{"tiny db_max_size", "scan:\n  db_max_size: 4", "scan.db_max_size:"},
+		{"zero db_max_size", "scan:\n  db_max_size: 0", "scan.db_max_size:"},
+		{"db_max_size not a size", "scan:\n  db_max_size: huge", "huge"},
 		// Decoding errors: unknown keys (typos) and wrong types.
 		{"unknown top-level key", "lisen: \":5000\"", "lisen"},
 		{"unknown nested key", "gate:\n  holdd: 1s", "holdd"},
@@ -305,6 +312,8 @@ func TestValidateTable(t *testing.T) {
 		{"no default upstream is fine", func(c *Config) { c.Upstreams[0].Default = false }, ""},
 		{"json log", func(c *Config) { c.Log.Format = "json"; c.Log.Level = "debug" }, ""},
 		{"valid globs", func(c *Config) { c.Upstreams[0].Allow = []string{"library/*", "myorg/**", "**/tools", "a?c/[a-z]*"} }, ""},
+		{"db_max_size at the minimum", func(c *Config) { c.Scan.DBMaxSize = 1 << 20 }, ""},
+		{"db_max_size under the minimum", func(c *Config) { c.Scan.DBMaxSize = 1<<20 - 1 }, "scan.db_max_size:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -50,6 +52,11 @@ func (e *Engine) Wait(ctx context.Context, ref state.Ref, d time.Duration) (stat
 // be complete: an image is never approved before it is fetched.
 func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, error) {
 	img, err := e.store.Image(ref)
+	if errors.Is(err, state.ErrNotFound) {
+		// A platform manifest approved on its own gets a record, held for
+		// this decision, and from then on its record decides.
+		img, err = e.store.Adopt(ref, state.Change{To: state.StateAwaitingApproval, Actor: actor, Action: "adopt", Reason: "approval asked for this platform manifest alone"})
+	}
 	if err != nil {
 		return img, fmt.Errorf("approve %s: %w", ref, err)
 	}
@@ -83,23 +90,99 @@ func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, erro
 	return img, nil
 }
 
+// revocable lists the states an image can be revoked from.
+var revocable = []state.State{
+	state.StatePending, state.StateFetching, state.StateVerifying, state.StateScanning,
+	state.StateSigning, state.StateAwaitingApproval, state.StateApproved, state.StateRejected, state.StateFailed,
+}
+
 // Revoke withdraws ref from service; the very next request is refused.
+// A tag whose digest this was falls back to its last approved digest
+// (tag_mode last-approved); RevokeTarget can refuse that instead.
 func (e *Engine) Revoke(ref state.Ref, actor, reason string) (state.Image, error) {
 	if reason == "" {
 		reason = "revoked by an admin"
 	}
-	img, err := e.store.Transition(ref, state.Change{
-		From: []state.State{
-			state.StatePending, state.StateFetching, state.StateVerifying, state.StateScanning,
-			state.StateSigning, state.StateAwaitingApproval, state.StateApproved, state.StateRejected, state.StateFailed,
-		},
-		To: state.StateRevoked, Actor: actor, Action: "revoke", Reason: reason,
-	})
+	c := state.Change{From: revocable, To: state.StateRevoked, Actor: actor, Action: "revoke", Reason: reason}
+	img, err := e.store.Transition(ref, c)
+	if errors.Is(err, state.ErrNotFound) {
+		// A platform manifest of an index has no record until an admin
+		// decides on it alone.
+		img, err = e.store.Adopt(ref, c)
+	}
 	if err != nil {
 		return img, fmt.Errorf("revoke %s: %w", ref, err)
 	}
 	e.log.Info("state change", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason)
 	return img, nil
+}
+
+// RevokeTarget revokes what an admin named. By digest it is Revoke. By
+// tag the revoked digest is the one the tag resolved to last, and unless
+// allowFallback the tag is refused from then on until a digest newer than
+// the revoked one is approved: the previous approved digest may carry the
+// very vulnerability the admin revoked for, so the tag must not silently
+// roll back to it. An image already revoked (by digest) can still be
+// revoked by tag, to refuse its tag. The message says in words what the
+// tag serves now.
+func (e *Engine) RevokeTarget(t Target, allowFallback bool, actor, reason string) (state.Image, string, error) {
+	if t.Tag == "" {
+		img, err := e.Revoke(t.Ref, actor, reason)
+		return img, "", err
+	}
+	if reason == "" {
+		reason = "revoked by an admin"
+	}
+	from := revocable
+	if !allowFallback {
+		from = append(slices.Clone(revocable), state.StateRevoked)
+	}
+	img, tag, err := e.store.RevokeByTag(t.Ref, t.Tag, !allowFallback, state.Change{
+		From: from, To: state.StateRevoked, Actor: actor, Action: "revoke", Reason: reason,
+	})
+	if err != nil {
+		return img, "", fmt.Errorf("revoke %s (tag %s): %w", t.Ref, t.Tag, err)
+	}
+	var msg string
+	if allowFallback {
+		fallback, ok, err := e.TagServes(tag)
+		switch {
+		case err != nil:
+			return img, "", fmt.Errorf("revoke %s (tag %s): %w", t.Ref, t.Tag, err)
+		case ok:
+			msg = fmt.Sprintf("tag %s now falls back to %s", t.Tag, fallback.Digest)
+		default:
+			msg = fmt.Sprintf("tag %s has no other approved digest to fall back to: it is refused until one is approved", t.Tag)
+		}
+	} else {
+		msg = fmt.Sprintf("tag %s is refused until a digest newer than %s is approved", t.Tag, t.Digest)
+	}
+	e.log.Info("state change", "image", t.Ref.String(), "state", img.State, "actor", actor, "reason", reason, "tag", t.Tag, "tag_now", msg)
+	return img, msg, nil
+}
+
+// TagServes returns the image a pull of tag t gets now, from the tag's
+// last upstream resolution: its current digest if approved, otherwise
+// (tag_mode last-approved) its last approved digest that no refusal holds
+// back. false means the tag is refused.
+func (e *Engine) TagServes(t state.Tag) (state.Image, bool, error) {
+	if cur, ok := t.Current(); ok {
+		img, err := e.store.Image(state.Ref{Upstream: t.Upstream, Repository: t.Repository, Digest: cur.Digest})
+		switch {
+		case err == nil && img.State == state.StateApproved:
+			return img, true, nil
+		case err != nil && !errors.Is(err, state.ErrNotFound):
+			return img, false, fmt.Errorf("tag %s: %w", t.Name, err)
+		}
+	}
+	if e.cfg.TagMode == config.TagModeStrict {
+		return state.Image{}, false, nil
+	}
+	img, ok, err := e.store.LastApproved(t)
+	if err != nil {
+		return img, false, fmt.Errorf("tag %s: %w", t.Name, err)
+	}
+	return img, ok, nil
 }
 
 // Rescan re-runs the checks on ref. An approved image stays in service
@@ -128,30 +211,44 @@ func (e *Engine) Rescan(ref state.Ref, actor, reason string) (state.Image, error
 	return img, nil
 }
 
+// Target is an image an admin named, and the tag it was named by, if any.
+type Target struct {
+	state.Ref
+	// Tag is set when the image was named "<upstream>/<repo>:<tag>".
+	Tag string
+}
+
 // ParseImage turns "<upstream>/<repo>@<digest>" or "<upstream>/<repo>:<tag>"
 // into a ref. A tag resolves to the digest it pointed to at its last
 // upstream resolution, so an admin acts on exactly what clients were given.
 func (e *Engine) ParseImage(s string) (state.Ref, error) {
+	t, err := e.ParseTarget(s)
+	return t.Ref, err
+}
+
+// ParseTarget is ParseImage that also says whether the admin named a tag.
+func (e *Engine) ParseTarget(s string) (Target, error) {
 	if strings.Contains(s, "@") {
-		return state.ParseRef(s)
+		ref, err := state.ParseRef(s)
+		return Target{Ref: ref}, err
 	}
 	slash := strings.LastIndex(s, "/")
 	colon := strings.LastIndex(s, ":")
 	up, _, _ := strings.Cut(s, "/")
 	if colon <= slash || slash < 0 || colon <= len(up) {
-		return state.Ref{}, fmt.Errorf("image %q: want <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>", s)
+		return Target{}, fmt.Errorf("image %q: want <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>", s)
 	}
 	repo, tag := s[len(up)+1:colon], s[colon+1:]
 	t, err := e.store.Tag(up, repo, tag)
 	if errors.Is(err, state.ErrNotFound) {
-		return state.Ref{}, fmt.Errorf("image %q: tag was never pulled through airlock: %w", s, state.ErrNotFound)
+		return Target{}, fmt.Errorf("image %q: tag was never pulled through airlock: %w", s, state.ErrNotFound)
 	}
 	if err != nil {
-		return state.Ref{}, err
+		return Target{}, fmt.Errorf("image %q: %w", s, err)
 	}
 	cur, ok := t.Current()
 	if !ok {
-		return state.Ref{}, fmt.Errorf("image %q: tag has no digest: %w", s, state.ErrNotFound)
+		return Target{}, fmt.Errorf("image %q: tag has no digest: %w", s, state.ErrNotFound)
 	}
-	return state.Ref{Upstream: up, Repository: repo, Digest: digest.Digest(cur.Digest)}, nil
+	return Target{Ref: state.Ref{Upstream: up, Repository: repo, Digest: digest.Digest(cur.Digest)}, Tag: tag}, nil
 }

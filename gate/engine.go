@@ -21,8 +21,9 @@ import (
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
-// ActorPipeline is the audit actor of the pipeline's own transitions.
-const ActorPipeline = "pipeline"
+// ActorPipeline is the audit actor of the pipeline's own transitions; the
+// state store folds its repeated retry transitions into one entry.
+const ActorPipeline = state.ActorPipeline
 
 // ErrNotFetched is returned when an admin approves an image whose content
 // is not complete yet.
@@ -48,6 +49,7 @@ type Engine struct {
 	log   *slog.Logger
 
 	onRescanFail string
+	audit        config.Audit
 
 	wake chan struct{}
 	mu   sync.Mutex
@@ -63,6 +65,11 @@ func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
 // WithRescanFailure sets what a failed rescan does to an approved image:
 // config.RescanRevoke (the default) or config.RescanFlag.
 func WithRescanFailure(mode string) Option { return func(e *Engine) { e.onRescanFail = mode } }
+
+// WithAuditRetention makes Run prune the audit log by a's bounds, at
+// start and every a.PruneInterval (see state.Store.PruneAudit). Without it
+// the log is not pruned.
+func WithAuditRetention(a config.Audit) Option { return func(e *Engine) { e.audit = a } }
 
 // New returns an engine that runs steps in order on every queued image.
 func New(store *state.Store, cfg config.Gate, steps []Step, opts ...Option) *Engine {
@@ -87,6 +94,13 @@ func New(store *state.Store, cfg config.Gate, steps []Step, opts ...Option) *Eng
 // kill) run again at the next start.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	if e.audit.MaxAge > 0 || e.audit.MaxEntries > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.pruneAudit(ctx)
+		}()
+	}
 	for i := 0; i < e.cfg.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -95,6 +109,32 @@ func (e *Engine) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// pruneAudit bounds the audit log at start and then every
+// audit.prune_interval until ctx is done.
+func (e *Engine) pruneAudit(ctx context.Context) {
+	interval := e.audit.PruneInterval
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		start := time.Now()
+		n, err := e.store.PruneAudit(e.audit.MaxAge, e.audit.MaxEntries)
+		switch {
+		case err != nil:
+			e.log.Error("audit pruning", "err", err)
+		case n > 0:
+			e.log.Info("audit log pruned", "removed", n, "max_age", e.audit.MaxAge, "max_entries", e.audit.MaxEntries, "took", time.Since(start).Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Wake tells idle workers that a job may be due.
@@ -195,7 +235,9 @@ func (e *Engine) process(ctx context.Context, job state.Job) {
 	if job.Kind == state.JobSign {
 		subject.Actor = job.Actor
 	}
-	var pending func(*state.Image) // the previous step's record update
+	// The previous step's record update; a run starts by clearing the marks
+	// of an earlier failure, so a pull reads this run's outcome alone.
+	pending := func(i *state.Image) { i.Permanent, i.RetryAt = false, time.Time{} }
 	for _, step := range steps {
 		if !rescan && step.State() != "" {
 			img, err = e.store.Transition(job.Image, state.Change{
@@ -304,7 +346,10 @@ func (e *Engine) finishAs(job state.Job, actor string, from []state.State, st st
 }
 
 // fail schedules a retry with backoff, or gives up after the last attempt
-// or on a permanent error (a later pull queues the image again).
+// or on a permanent error. The image records which it was, in the same
+// transaction: a permanent failure is never queued again by a pull (only
+// by an admin's rescan), and after giving up on a transient one a pull
+// queues it again at most once per gate.retry.max_backoff (Image.RetryAt).
 func (e *Engine) fail(job state.Job, step Step, err error, update func(*state.Image)) {
 	pipelineRuns.WithLabelValues("failed").Inc()
 	attempts := job.Attempts + 1
@@ -315,18 +360,29 @@ func (e *Engine) fail(job state.Job, step Step, err error, update func(*state.Im
 		e.finish(job, []state.State{state.StateApproved}, "", "rescan", "rescan "+reason, update)
 		return
 	}
-	if IsPermanent(err) || attempts >= e.cfg.Retry.MaxAttempts {
-		if !IsPermanent(err) {
-			reason += fmt.Sprintf(" (gave up after %d attempts; pull again to retry)", attempts)
+	permanent := IsPermanent(err)
+	if permanent || attempts >= e.cfg.Retry.MaxAttempts {
+		var retryAt time.Time
+		if permanent {
+			reason += " (permanent: pulls do not retry it; an admin's rescan does)"
+		} else {
+			retryAt = time.Now().Add(e.cfg.Retry.MaxBackoff).UTC()
+			reason += fmt.Sprintf(" (gave up after %d attempts; a pull after %s queues it again)", attempts, retryAt.Format(time.RFC3339))
 		}
-		e.finish(job, pipelineStates, state.StateFailed, "step:"+step.Name(), reason, update)
+		e.finish(job, pipelineStates, state.StateFailed, "step:"+step.Name(), reason, chain(update, func(i *state.Image) {
+			i.Permanent, i.RetryAt = permanent, retryAt
+		}))
 		return
 	}
 	delay := e.backoff(attempts)
+	notBefore := time.Now().Add(delay)
 	reason += fmt.Sprintf(" (attempt %d of %d; retrying in %s)", attempts, e.cfg.Retry.MaxAttempts, delay)
-	img, rerr := e.store.RetryJob(job, time.Now().Add(delay), state.Change{
+	img, rerr := e.store.RetryJob(job, notBefore, state.Change{
 		From: pipelineStates, To: state.StateFailed, Actor: ActorPipeline,
-		Action: "step:" + step.Name(), Reason: reason, Mutate: apply(update),
+		Action: "step:" + step.Name(), Reason: reason, Mutate: apply(chain(update, func(i *state.Image) {
+			// The job retries by itself; a pull has nothing to add before then.
+			i.Permanent, i.RetryAt = false, notBefore.UTC()
+		})),
 	})
 	if rerr != nil {
 		e.abandon(job, rerr)

@@ -200,13 +200,29 @@ func TestPermanentFailureIsNotRetried(t *testing.T) {
 	if jobs, _ := p.store.Jobs(); len(jobs) != 0 {
 		t.Fatalf("permanent failure left a job queued: %+v", jobs)
 	}
-	// A later pull queues it again.
-	if _, err := p.engine.Request(ref, "test"); err != nil {
+	if !img.Permanent {
+		t.Errorf("a permanent failure is not marked permanent: %+v", img)
+	}
+	// Pulls, however many, never queue it again: no jobs, no audit entries.
+	for i := 0; i < 100; i++ {
+		if _, err := p.engine.Request(ref, "pull"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if jobs, _ := p.store.Jobs(); len(jobs) != 0 {
+		t.Fatalf("pulls after a permanent failure queued %d jobs, want none", len(jobs))
+	}
+	if es, _ := p.store.Audit(ref.String(), 0); len(es) != 3 {
+		t.Errorf("audit holds %d entries, want 3 (request, fetching, failed): %+v", len(es), es)
+	}
+	// An admin's rescan does queue it: it runs, and fails the same way.
+	if _, err := p.engine.Rescan(ref, "admin:alice", "limit raised"); err != nil {
 		t.Fatal(err)
 	}
-	if jobs, _ := p.store.Jobs(); len(jobs) != 1 {
-		t.Fatalf("pull after failure queued %d jobs, want 1", len(jobs))
-	}
+	waitFor(t, p.store, ref, func(i state.Image) bool {
+		es, _ := p.store.Audit(ref.String(), 1)
+		return i.State == state.StateFailed && len(es) == 1 && es[0].To == state.StateFailed
+	})
 }
 
 // TestRestartResumesJob stops the engine in the middle of a slow fetch;

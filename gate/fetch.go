@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -82,9 +83,12 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 		return Verdict{}, Permanent(fmt.Errorf("manifest %s: %w", ref, err))
 	}
 
-	manifests := map[digest.Digest]state.Content{}
-	blobs := map[digest.Digest]state.Content{}
-	var children []digest.Digest
+	blobs := map[digest.Digest]blobDesc{}
+	var (
+		children []digest.Digest
+		links    []state.Link
+		total    = int64(len(raw))
+	)
 	if isIndex(mt) {
 		for _, child := range top.Manifests {
 			if !f.wanted(child) {
@@ -95,29 +99,35 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 				continue
 			}
 			d := digest.Digest(child.Digest.String())
+			if slices.Contains(children, d) {
+				continue
+			}
 			craw, cmt, err := f.manifest(ctx, reg, ref.Repository, d)
 			if err != nil {
 				return Verdict{}, err
+			}
+			if isIndex(cmt) {
+				// Listed as an image but is an index: its own children
+				// would go unprocessed, so it is left out like any nested
+				// index and never served through this one.
+				continue
 			}
 			m, err := parseManifest(craw, cmt)
 			if err != nil {
 				return Verdict{}, Permanent(fmt.Errorf("manifest %s@%s: %w", ref.Repo(), d, err))
 			}
-			manifests[d] = state.Content{Manifest: true, MediaType: cmt, Size: int64(len(craw))}
 			children = append(children, d)
-			addBlobs(blobs, m)
+			total += int64(len(craw))
+			links = append(links, state.Link{Digest: d, Role: state.RoleChild, Parent: ref.Digest, Image: ref.Digest, MediaType: cmt, Size: int64(len(craw))})
+			links = addBlobs(blobs, links, d, ref.Digest, m)
 		}
 		if len(children) == 0 {
 			return Verdict{}, Permanent(fmt.Errorf("index %s has no platform manifest matching %v", ref, f.platforms))
 		}
 	} else {
-		addBlobs(blobs, top)
+		links = addBlobs(blobs, links, ref.Digest, ref.Digest, top)
 	}
 
-	var total int64 = int64(len(raw))
-	for _, c := range manifests {
-		total += c.Size
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(blobConcurrency)
 	for d, c := range blobs {
@@ -130,7 +140,7 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	if err := g.Wait(); err != nil {
 		return Verdict{}, err
 	}
-	if err := f.store.SetContent(ref, manifests, blobs); err != nil {
+	if err := f.store.AddLinks(ref, links); err != nil {
 		return Verdict{}, fmt.Errorf("record content of %s: %w", ref, err)
 	}
 	blobList := make([]digest.Digest, 0, len(blobs))
@@ -220,13 +230,27 @@ func (f *FetchStep) wanted(desc v1.Descriptor) bool {
 	return false
 }
 
-func addBlobs(blobs map[digest.Digest]state.Content, m manifestLike) {
+// blobDesc is what the fetch needs to know of a blob.
+type blobDesc struct {
+	MediaType string
+	Size      int64
+}
+
+// addBlobs adds the config and layers of manifest m (digest parent, part of
+// image) to blobs and appends their links.
+func addBlobs(blobs map[digest.Digest]blobDesc, links []state.Link, parent, image digest.Digest, m manifestLike) []state.Link {
+	add := func(role state.Role, d v1.Descriptor) {
+		dg := digest.Digest(d.Digest.String())
+		blobs[dg] = blobDesc{MediaType: string(d.MediaType), Size: d.Size}
+		links = append(links, state.Link{Digest: dg, Role: role, Parent: parent, Image: image, MediaType: string(d.MediaType), Size: d.Size})
+	}
 	if m.Config != nil && m.Config.Digest.Hex != "" {
-		blobs[digest.Digest(m.Config.Digest.String())] = state.Content{MediaType: string(m.Config.MediaType), Size: m.Config.Size}
+		add(state.RoleConfig, *m.Config)
 	}
 	for _, l := range m.Layers {
-		blobs[digest.Digest(l.Digest.String())] = state.Content{MediaType: string(l.MediaType), Size: l.Size}
+		add(state.RoleLayer, l)
 	}
+	return links
 }
 
 func isIndex(mt string) bool {

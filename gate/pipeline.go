@@ -34,7 +34,7 @@ func Pipeline(cfg *config.Config, ups *upstream.Set, cs *content.Store, st *stat
 	}
 	steps = append(steps, policy)
 	if signer != nil {
-		steps = append(steps, NewSignStep(signer, ups, cs, st, cfg.Signing, cfg.Policy))
+		steps = append(steps, NewSignStep(signer, ups, cs, st, cfg.Signing, cfg.Policy, cfg.Signatures))
 	}
 	return steps, nil
 }

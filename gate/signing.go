@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"runtime/debug"
 	"time"
 
@@ -116,12 +118,16 @@ type SignStep struct {
 	store     *state.Store
 	cfg       config.Signing
 	policy    config.Policy
+	verify    config.Signatures
+	log       *slog.Logger
 	now       func() time.Time
 }
 
-// NewSignStep returns the sign step.
-func NewSignStep(signer *sign.Signer, ups *upstream.Set, cs *content.Store, st *state.Store, cfg config.Signing, p config.Policy) *SignStep {
-	return &SignStep{signer: signer, keyID: keyID(signer.PublicKeyPEM()), upstreams: ups, content: cs, store: st, cfg: cfg, policy: p, now: time.Now}
+// NewSignStep returns the sign step. verify is the upstream signature
+// policy: only upstream signatures that verify under it are kept next to
+// Airlock's.
+func NewSignStep(signer *sign.Signer, ups *upstream.Set, cs *content.Store, st *state.Store, cfg config.Signing, p config.Policy, verify config.Signatures) *SignStep {
+	return &SignStep{signer: signer, keyID: keyID(signer.PublicKeyPEM()), upstreams: ups, content: cs, store: st, cfg: cfg, policy: p, verify: verify, log: slog.Default(), now: time.Now}
 }
 
 func keyID(pub []byte) string { return digest.FromBytes(pub).String() }
@@ -159,15 +165,7 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	if g.cfg.Reference != "" {
 		dockerRef = g.cfg.Reference + "/" + img.Repository
 	}
-	var existing *sign.Artifact
-	if reg, ok := g.upstreams.Get(img.Upstream); ok {
-		// Upstream signatures are kept next to Airlock's, so they still
-		// verify with the publisher's key. Upstream down is no reason not
-		// to sign.
-		if a, err := sign.FetchSignatures(ctx, reg.Repository(img.Repository), img.Digest, reg.RemoteOptions()...); err == nil {
-			existing = a
-		}
-	}
+	existing := g.upstreamEvidence(ctx, img)
 	sig, sigRef, err := g.signer.SignImage(img.Digest, img.Size, img.MediaType, dockerRef, existing)
 	if err != nil {
 		return Verdict{}, fmt.Errorf("sign %s: %w", img.Ref, err)
@@ -181,22 +179,22 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 		return Verdict{}, fmt.Errorf("attest %s: %w", img.Ref, err)
 	}
 	all := append([]sign.Artifact{sig, att, sigRef}, attRefs...)
-	manifests := map[digest.Digest]state.Content{}
-	blobs := map[digest.Digest]state.Content{}
+	var links []state.Link
 	for _, a := range all {
 		if err := g.content.PutBytes(ctx, a.Digest, a.Manifest); err != nil {
 			return Verdict{}, fmt.Errorf("store signature of %s: %w", img.Ref, err)
 		}
-		manifests[a.Digest] = state.Content{Manifest: true, MediaType: a.MediaType, Size: int64(len(a.Manifest))}
+		links = append(links, state.Link{Digest: a.Digest, Role: state.RoleArtifact, Parent: img.Digest, Image: img.Digest, MediaType: a.MediaType, Size: int64(len(a.Manifest))})
 		for d, b := range a.Blobs {
 			if err := g.content.PutBytes(ctx, d, b); err != nil {
 				return Verdict{}, fmt.Errorf("store signature of %s: %w", img.Ref, err)
 			}
-			blobs[d] = state.Content{Size: int64(len(b))}
+			links = append(links, state.Link{Digest: d, Role: state.RoleArtifactBlob, Parent: a.Digest, Image: img.Digest, Size: int64(len(b))})
 		}
 	}
-	// The artifacts belong to the image: served exactly while it is approved.
-	if err := g.store.SetContent(img.Ref, manifests, blobs); err != nil {
+	// The artifacts belong to the image: served exactly while it is
+	// approved and this signing is its current one.
+	if err := g.store.AddLinks(img.Ref, links); err != nil {
 		return Verdict{}, fmt.Errorf("record signatures of %s: %w", img.Ref, err)
 	}
 	signed := &state.Signed{SignedAt: g.now().UTC(), Key: g.keyID, Sig: descriptor(sig), Att: descriptor(att)}
@@ -208,6 +206,44 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 		Detail:  fmt.Sprintf("signed with %s, %d attestations", g.keyID[:19], len(atts)),
 		Update:  func(i *state.Image) { i.Signed = signed },
 	}, nil
+}
+
+// upstreamEvidence returns the upstream's signatures of img that verify
+// under the signature policy, to keep next to Airlock's own so they still
+// verify with the publisher's key through Airlock. With no verification
+// rule nothing is kept: unverified upstream bytes are never stored or
+// served. Upstream down is no reason not to sign.
+func (g *SignStep) upstreamEvidence(ctx context.Context, img state.Image) *sign.Artifact {
+	rule := g.verify.For(img.Upstream, img.Repository)
+	if rule.Mode == config.VerifyNone || rule.Mode == "" {
+		return nil
+	}
+	reg, ok := g.upstreams.Get(img.Upstream)
+	if !ok {
+		return nil
+	}
+	trust, err := trustPolicy(rule)
+	if err != nil {
+		g.log.Warn("sign: upstream signatures not kept", "image", img.Ref.String(), "err", err)
+		return nil
+	}
+	a, dropped, err := sign.VerifiedSignatures(ctx, reg.Repository(img.Repository), img.Digest, trust, reg.RemoteOptions()...)
+	if err != nil {
+		g.log.Warn("sign: upstream signatures not kept", "image", img.Ref.String(), "err", err)
+		return nil
+	}
+	if len(dropped) > 0 {
+		g.log.Warn("sign: upstream signature layers dropped", "image", img.Ref.String(), "dropped", len(dropped), "why", shortList(dropped, 4))
+	}
+	return a
+}
+
+// shortList joins at most n items, saying how many more there were.
+func shortList(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(items[:n], "; "), len(items)-n)
 }
 
 func descriptor(a sign.Artifact) state.Descriptor {

@@ -12,8 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +123,8 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		if ns := r.URL.Query().Get("ns"); ns != "" {
+		queryErr := checkQuery(r)
+		if ns := r.URL.Query().Get("ns"); ns != "" && queryErr == "" {
 			// OCI distribution spec, registry proxying: echo the namespace honoured.
 			rec.Header().Set("OCI-Namespace", sanitizeHeader(ns))
 		}
@@ -137,8 +140,33 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				"status", rec.status, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond),
 				"remote", r.RemoteAddr, "ua", r.UserAgent())
 		}()
+		if queryErr != "" {
+			writeError(rec, r, http.StatusBadRequest, CodeUnsupported, queryErr)
+			return
+		}
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// checkQuery refuses a query Airlock would have to guess at, and says why
+// ("" when the query is fine). Go's URL parser drops every key=value pair
+// holding a ';' (it is no longer a separator), so "?ns=a;ns=b" would
+// arrive with no ns at all and be routed to the default upstream; two ns
+// values leave open which upstream was meant. Both are the client's
+// mistake or an attempt to smuggle a second routing decision past a
+// front proxy that reads the query differently: 400, never a guess.
+func checkQuery(r *http.Request) string {
+	if strings.Contains(r.URL.RawQuery, ";") {
+		return "the query contains ';', which is not a parameter separator: encode it as %3B or send separate parameters with '&'"
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "the query is malformed: " + err.Error()
+	}
+	if ns := q["ns"]; len(ns) > 1 {
+		return fmt.Sprintf("the query names the upstream (ns) %d times; send ns once", len(ns))
+	}
+	return ""
 }
 
 type recorder struct {

@@ -54,12 +54,12 @@ func (s *Server) manifestByDigest(w http.ResponseWriter, r *http.Request, rt rou
 	if done {
 		return
 	}
-	if dec.Image == nil && dec.Content != nil {
+	if dec.Image == nil && dec.Known {
 		// A platform manifest of an index, or a signature Airlock made:
 		// it is served with the image it belongs to, and has no pipeline
 		// of its own.
 		pulls.WithLabelValues("manifest", "denied").Inc()
-		writeError(w, r, http.StatusForbidden, CodeDenied, ref.String()+" belongs only to images that are not approved")
+		writeError(w, r, http.StatusForbidden, CodeDenied, blockedMessage(ref.String(), "manifest", dec))
 		return
 	}
 	if !dec.Known {
@@ -99,10 +99,10 @@ func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt route.
 			return
 		}
 		// Upstream unreachable: the last approved digest keeps clients working.
-		s.log.Warn("upstream tag resolution failed; serving the last approved digest", "upstream", rt.Upstream, "repo", rt.Repository, "tag", tag, "err", err)
 		t, terr := s.store.Tag(rt.Upstream, rt.Repository, tag)
 		if terr == nil {
 			if img, ok, aerr := s.store.LastApproved(t); aerr == nil && ok {
+				s.log.Warn("upstream tag resolution failed; serving the last approved digest", "upstream", rt.Upstream, "repo", rt.Repository, "tag", tag, "digest", string(img.Digest), "err", err)
 				s.serveApproved(w, r, img.Ref)
 				return
 			}
@@ -122,9 +122,14 @@ func (s *Server) manifestByTag(w http.ResponseWriter, r *http.Request, rt route.
 	}
 	if s.cfg.TagMode == config.TagModeLastApproved {
 		if img, ok, err := s.store.LastApproved(t); err == nil && ok {
-			// Quarantine the new digest, keep serving the one that passed.
-			if _, err := s.gate.Request(ref, ActorPull); err != nil {
+			// Quarantine the new digest, keep serving the one that passed,
+			// and say that a newer one waits.
+			pending, err := s.gate.Request(ref, ActorPull)
+			if err != nil {
 				s.log.Error("request pipeline", "image", ref.String(), "err", err)
+			} else {
+				w.Header().Set("Airlock-Pending-Digest", string(ref.Digest))
+				w.Header().Set("Airlock-Pending-State", string(pending.State))
 			}
 			s.serveApproved(w, r, img.Ref)
 			return
@@ -228,26 +233,24 @@ func (s *Server) serveApproved(w http.ResponseWriter, r *http.Request, ref state
 // returns the decision and whether the request has been answered (served,
 // or failed with an internal error).
 func (s *Server) tryServe(w http.ResponseWriter, r *http.Request, ref state.Ref) (state.Decision, bool) {
+	changed := s.store.Changed() // before the decision: see watch
 	dec, err := s.store.ManifestDecision(ref.Upstream, ref.Repository, ref.Digest)
 	if err != nil {
 		s.internal(w, r, err)
 		return dec, true
 	}
 	if dec.Serve {
-		s.serveManifest(w, r, ref, dec)
+		s.serveManifest(w, r, ref, dec, changed)
 		return dec, true
 	}
 	return dec, false
 }
 
 // serveManifest writes an approved manifest from the content store.
-func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state.Ref, dec state.Decision) {
-	mt := ""
-	switch {
-	case dec.Image != nil && dec.Image.MediaType != "":
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state.Ref, dec state.Decision, changed <-chan struct{}) {
+	mt := dec.MediaType
+	if dec.Image != nil && dec.Image.MediaType != "" {
 		mt = dec.Image.MediaType
-	case dec.Content != nil:
-		mt = dec.Content.MediaType
 	}
 	raw, err := s.content.Get(r.Context(), ref.Digest)
 	if err != nil {
@@ -271,7 +274,24 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state
 	if r.Method == http.MethodHead {
 		return
 	}
+	defer s.watch(w, changed, ref.String(), func() bool {
+		d, err := s.store.ManifestDecision(ref.Upstream, ref.Repository, ref.Digest)
+		return err == nil && d.Serve
+	})()
 	_, _ = w.Write(raw)
+}
+
+// blockedMessage says why content that Airlock knows is not served: which
+// image stands in the way, and in what state.
+func blockedMessage(name, kind string, dec state.Decision) string {
+	b := dec.Blocked
+	switch {
+	case b == nil:
+		return name + " belongs to no approved image in this repository"
+	case dec.Image != nil && b.Digest == dec.Image.Digest:
+		return DeniedMessage(*b)
+	}
+	return name + " is a " + kind + " of " + DeniedMessage(*b)
 }
 
 // blob serves GET/HEAD /v2/<name>/blobs/<digest> (with Range) only when an
@@ -281,6 +301,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	changed := s.store.Changed() // before the decision: see watch
 	dec, err := s.store.BlobDecision(rt.Upstream, rt.Repository, d)
 	if err != nil {
 		s.internal(w, r, err)
@@ -293,7 +314,7 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 		return
 	case !dec.Serve:
 		pulls.WithLabelValues("blob", "denied").Inc()
-		writeError(w, r, http.StatusForbidden, CodeDenied, name+" belongs only to images in quarantine")
+		writeError(w, r, http.StatusForbidden, CodeDenied, blockedMessage(name, "blob", dec))
 		return
 	}
 	rc, size, err := s.content.Open(r.Context(), d)
@@ -328,6 +349,12 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del("Range")
 		}
 	}
+	if r.Method != http.MethodHead {
+		defer s.watch(w, changed, name, func() bool {
+			d, err := s.store.BlobDecision(rt.Upstream, rt.Repository, d)
+			return err == nil && d.Serve
+		})()
+	}
 	// ServeContent answers Range, If-None-Match and HEAD correctly.
 	http.ServeContent(w, r, "", time.Time{}, rc)
 }
@@ -340,7 +367,10 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, what stri
 	}
 	pulls.WithLabelValues("manifest", "error").Inc()
 	s.log.Warn("upstream unavailable", "image", what, "err", err)
-	writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, what+": upstream unavailable and no approved digest to serve")
+	// The cause (DNS failure, refused connection, the registry's own
+	// error) tells the client's operator what to fix; upstream.Cause
+	// keeps credentials and signed URLs out of it.
+	writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, what+": upstream unavailable: "+upstream.Cause(err))
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, v any) {

@@ -23,6 +23,7 @@ import (
 	v6dist "github.com/anchore/grype/grype/db/v6/distribution"
 	"github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
+	"github.com/mholt/archives"
 	"github.com/spf13/afero"
 )
 
@@ -33,6 +34,50 @@ var ErrNoDB = errors.New("no vulnerability database installed: run `airlock db i
 // ErrDBStale is returned (wrapped) by Scan when the installed database was
 // built longer ago than the Scanner's maximum age.
 var ErrDBStale = errors.New("vulnerability database is stale: import a newer one with `airlock db import <archive>`")
+
+// ErrDBTooLarge is returned (wrapped) by Import and Update when a database,
+// or what its archive expands to, is larger than the import limit (see
+// WithMaxDBSize).
+var ErrDBTooLarge = errors.New("vulnerability database exceeds the import size limit")
+
+// DefaultMaxDBSize bounds an imported database when WithMaxDBSize is not
+// given: 4 GiB, well above the size of a current grype v6 database, so
+// real databases fit with room to grow while a decompression bomb stops.
+const DefaultMaxDBSize int64 = 4 << 30
+
+// maxArchiveEntries bounds the entries of an imported archive. grype's
+// archives hold two files (vulnerability.db and import.json); the bound
+// only has to stop an archive of millions of empty entries.
+const maxArchiveEntries = 64
+
+// archiveSlack is what an archive may hold beyond the database file itself
+// (tar headers, padding, import.json) before the import limit applies to
+// the decompressed stream as a whole.
+const archiveSlack = 1 << 20
+
+// listingMaxBytes bounds a database listing (latest.json, a few hundred bytes).
+const listingMaxBytes = 1 << 20
+
+// extractPrefix names the directory under the DB root an archive is
+// unpacked into before the curator installs the database from it.
+const extractPrefix = "tmp-airlock-extract-"
+
+// WithMaxDBSize bounds what Import and Update accept: the database file,
+// what an archive decompresses to, and a downloaded archive. An import over
+// the bound stops as soon as it is reached, fails with an error wrapping
+// ErrDBTooLarge that names the bound, and leaves nothing behind. 0 means
+// DefaultMaxDBSize.
+func WithMaxDBSize(n int64) Option {
+	return func(s *Scanner) { s.maxDBSize = n }
+}
+
+// dbLimit is the import bound in force.
+func (s *Scanner) dbLimit() int64 {
+	if s.maxDBSize > 0 {
+		return s.maxDBSize
+	}
+	return DefaultMaxDBSize
+}
 
 // DBStatus describes an installed vulnerability database.
 type DBStatus struct {
@@ -223,12 +268,17 @@ func removeStaleViews(root string) {
 
 var urlPattern = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*://`)
 
-// importDB installs the archive or raw .db file at path into root exactly
-// as `grype db import` does: the curator unpacks it into a temp dir under
-// root, hydrates it (recreating indexes, rejecting anything that is not a
-// v6 database), writes the import metadata and only then swaps it into
-// <root>/6. A failed import leaves the installed database untouched.
-func importDB(root, path string) error {
+// importDB installs the archive or raw .db file at path into root the way
+// `grype db import` does: the curator copies the database into a temp dir
+// under root, hydrates it (recreating indexes, rejecting anything that is
+// not a v6 database), writes the import metadata and only then swaps it
+// into <root>/6. A failed import leaves the installed database untouched.
+//
+// An archive is not handed to the curator as it is: grype unpacks archives
+// with no bound on their decompressed size (a 2 MB gzip wrote 2 GB before
+// failing), so importDB unpacks the database file itself, stopping at
+// limit bytes, and gives the curator the raw .db.
+func importDB(root, path string, limit int64) error {
 	if urlPattern.MatchString(path) {
 		return fmt.Errorf("import %q: only local files can be imported (Airlock never downloads databases)", path)
 	}
@@ -238,6 +288,9 @@ func importDB(root, path string) error {
 	}
 	if fi.IsDir() {
 		return fmt.Errorf("import %s: is a directory, want a database archive or .db file", path)
+	}
+	if fi.Size() > limit {
+		return fmt.Errorf("import %s: %w", path, limitError(fmt.Sprintf("the file is %s, over the import limit of %s (scan.db_max_size)", exactSize(fi.Size()), humanSize(limit))))
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -249,7 +302,7 @@ func importDB(root, path string) error {
 
 	before := importTempDirs(root)
 	defer func() {
-		// The curator keeps the temp dir of a failed unarchive "for
+		// The curator keeps the temp dir of a failed import "for
 		// investigation"; don't let failed imports pile up.
 		for name := range importTempDirs(root) {
 			if !before[name] {
@@ -257,6 +310,20 @@ func importDB(root, path string) error {
 			}
 		}
 	}()
+
+	src := abs
+	if !strings.HasSuffix(abs, ".db") {
+		// Unpacked under root: the same file system as the installed
+		// database, which the disk-space planning for the DB covers.
+		tmp, err := os.MkdirTemp(root, extractPrefix)
+		if err != nil {
+			return fmt.Errorf("import %s: create unpack dir: %w", path, err)
+		}
+		defer os.RemoveAll(tmp)
+		if src, err = extractDB(abs, tmp, limit); err != nil {
+			return fmt.Errorf("import %s: %w", path, err)
+		}
+	}
 
 	client, err := v6dist.NewClient(v6dist.Config{})
 	if err != nil {
@@ -266,10 +333,175 @@ func importDB(root, path string) error {
 	if err != nil {
 		return fmt.Errorf("create database curator: %w", err)
 	}
-	if err := curator.Import(abs); err != nil {
+	if err := curator.Import(src); err != nil {
 		return fmt.Errorf("import vulnerability database from %s: %w", path, err)
 	}
 	return nil
+}
+
+// extractDB unpacks the database file (vulnerability.db at the archive's
+// top level, where grype puts it) from the archive at file into dir and
+// returns its path. Everything else in the archive is read past: the
+// curator writes its own import metadata.
+//
+// What the archive may cost is bounded: the decompressed stream stops
+// limit+archiveSlack bytes in, the database file at limit bytes (also when
+// its header claims more, as a sparse entry can), and the archive at
+// maxArchiveEntries entries. Entries that would land outside dir are an
+// error, as they are for grype.
+func extractDB(file, dir string, limit int64) (string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	ctx := context.Background()
+	format, stream, err := archives.Identify(ctx, filepath.Base(file), f)
+	if err != nil {
+		if errors.Is(err, archives.NoMatch) {
+			return "", errors.New("not a database archive (.tar.gz, .tar.zst, .tar.xz as grype distributes them) or a .db file")
+		}
+		return "", fmt.Errorf("identify archive: %w", err)
+	}
+
+	tooLarge := func() error {
+		return limitError(fmt.Sprintf("the archive expands past the import limit of %s (scan.db_max_size); unpacking stopped there", humanSize(limit)))
+	}
+	var ex archives.Extractor
+	switch fm := format.(type) {
+	case archives.CompressedArchive:
+		if fm.Extraction == nil {
+			return "", fmt.Errorf("unsupported archive format %s", fm.Extension())
+		}
+		rd := stream
+		if fm.Compression != nil {
+			rc, err := fm.Compression.OpenReader(stream)
+			if err != nil {
+				return "", fmt.Errorf("open %s stream: %w", fm.Extension(), err)
+			}
+			defer rc.Close()
+			rd = rc
+		}
+		// Bound decompression itself, so that entries read past
+		// (not written) cannot make the import run on either.
+		stream = &cappedReader{r: rd, left: limit + archiveSlack, err: tooLarge}
+		ex = fm.Extraction
+	case archives.Tar:
+		stream = &cappedReader{r: stream, left: limit + archiveSlack, err: tooLarge}
+		ex = fm
+	case archives.Extractor:
+		// Formats with per-entry compression (zip) need the file itself
+		// (io.ReaderAt); they decompress only the entry opened below,
+		// which the per-file bound covers.
+		ex = fm
+	default:
+		return "", errors.New("not a database archive (.tar.gz, .tar.zst, .tar.xz as grype distributes them) or a .db file")
+	}
+
+	out := filepath.Join(dir, v6.VulnerabilityDBFileName)
+	found, entries := false, 0
+	err = ex.Extract(ctx, stream, func(_ context.Context, fi archives.FileInfo) error {
+		entries++
+		if entries > maxArchiveEntries {
+			return fmt.Errorf("the archive has more than %d entries; a grype database archive has two", maxArchiveEntries)
+		}
+		name := path.Clean(strings.ReplaceAll(fi.NameInArchive, `\`, "/"))
+		if path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("archive entry %q points outside the archive", fi.NameInArchive)
+		}
+		if name != v6.VulnerabilityDBFileName || !fi.Mode().IsRegular() || fi.LinkTarget != "" {
+			return nil
+		}
+		if found {
+			return fmt.Errorf("the archive holds %s twice", v6.VulnerabilityDBFileName)
+		}
+		found = true
+		if fi.Size() > limit {
+			return limitError(fmt.Sprintf("%s in the archive is %s, over the import limit of %s (scan.db_max_size)", v6.VulnerabilityDBFileName, exactSize(fi.Size()), humanSize(limit)))
+		}
+		return copyBounded(fi, out, limit, tooLarge)
+	})
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", fmt.Errorf("the archive has no %s at its top level", v6.VulnerabilityDBFileName)
+	}
+	return out, nil
+}
+
+// copyBounded writes the archive entry fi to the new file out, failing
+// with tooLarge() once more than limit bytes came out of it.
+func copyBounded(fi archives.FileInfo, out string, limit int64, tooLarge func() error) error {
+	rc, err := fi.Open()
+	if err != nil {
+		return fmt.Errorf("open %s in the archive: %w", fi.NameInArchive, err)
+	}
+	defer rc.Close()
+	w, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("unpack %s: %w", fi.NameInArchive, err)
+	}
+	n, err := io.Copy(w, io.LimitReader(rc, limit+1))
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case n > limit:
+		return tooLarge()
+	case err != nil:
+		return fmt.Errorf("unpack %s: %w", fi.NameInArchive, err)
+	}
+	return nil
+}
+
+// cappedReader reads from r until left bytes have been read, then fails
+// with err() instead of reading further.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+	err  func() error
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, c.err()
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// limitError is an import stopped by the size limit: its message says
+// which limit and where, and it matches ErrDBTooLarge.
+type limitError string
+
+func (e limitError) Error() string        { return string(e) }
+func (e limitError) Is(target error) bool { return target == ErrDBTooLarge }
+
+// exactSize formats n in binary units and in bytes: "1.0 MiB (1048577
+// bytes)" must not read as equal to a 1.0 MiB limit.
+func exactSize(n int64) string {
+	if n < 1<<10 {
+		return humanSize(n)
+	}
+	return fmt.Sprintf("%s (%d bytes)", humanSize(n), n)
+}
+
+// humanSize formats n bytes in binary units, as config sizes are written.
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // listingTimeout bounds fetching a database listing.
@@ -280,7 +512,7 @@ const listingTimeout = 30 * time.Second
 // built after current (nil: none installed) it downloads the archive,
 // verifies its checksum against the listing and installs it with the
 // curator's Import. It reports whether it installed one.
-func updateDB(ctx context.Context, root, listingURL string, current *DBStatus) (bool, error) {
+func updateDB(ctx context.Context, root, listingURL string, current *DBStatus, limit int64) (bool, error) {
 	u, err := url.Parse(listingURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return false, fmt.Errorf("update: %q is not an http(s) URL", listingURL)
@@ -296,7 +528,7 @@ func updateDB(ctx context.Context, root, listingURL string, current *DBStatus) (
 	if err != nil {
 		return false, fmt.Errorf("update: fetch listing: %w", err)
 	}
-	doc, err := v6dist.NewLatestFromReader(body)
+	doc, err := v6dist.NewLatestFromReader(io.LimitReader(body, listingMaxBytes))
 	body.Close()
 	if err != nil {
 		return false, fmt.Errorf("update: listing %s: %w", u, err)
@@ -327,10 +559,10 @@ func updateDB(ctx context.Context, root, listingURL string, current *DBStatus) (
 	// Keep the archive's name: its extension tells the curator how to
 	// unpack it.
 	file := filepath.Join(tmp, path.Base(au.Path))
-	if err := download(ctx, au.String(), file, doc.Checksum); err != nil {
+	if err := download(ctx, au.String(), file, doc.Checksum, limit); err != nil {
 		return false, fmt.Errorf("update: %w", err)
 	}
-	if err := importDB(root, file); err != nil {
+	if err := importDB(root, file, limit); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -354,8 +586,9 @@ func httpGet(ctx context.Context, u string) (io.ReadCloser, error) {
 }
 
 // download writes the body of u to file and checks it against checksum
-// ("sha256:<hex>", as grype listings give it).
-func download(ctx context.Context, u, file, checksum string) error {
+// ("sha256:<hex>", as grype listings give it). A body over limit bytes is
+// cut off there: the archive could not be imported anyway.
+func download(ctx context.Context, u, file, checksum string, limit int64) error {
 	algo, want, ok := strings.Cut(checksum, ":")
 	if !ok || algo != "sha256" {
 		return fmt.Errorf("archive checksum %q: want sha256:<hex>", checksum)
@@ -370,9 +603,14 @@ func download(ctx context.Context, u, file, checksum string) error {
 		return fmt.Errorf("create archive file: %w", err)
 	}
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), body); err != nil {
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, limit+1))
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("download archive %s: %w", u, err)
+	}
+	if n > limit {
+		f.Close()
+		return fmt.Errorf("download archive %s: %w", u, limitError(fmt.Sprintf("larger than the import limit of %s (scan.db_max_size); download stopped there", humanSize(limit))))
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write archive file: %w", err)

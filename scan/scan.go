@@ -53,9 +53,10 @@ import (
 // database that was current when it started until it finishes, and the
 // replaced database is closed once its last scan is done.
 type Scanner struct {
-	root    string
-	maxAge  time.Duration
-	tempDir string
+	root      string
+	maxAge    time.Duration
+	tempDir   string
+	maxDBSize int64 // bound on imported databases; see WithMaxDBSize
 
 	// licenseCtx carries syft's license scanner; see licenseContext.
 	licenseCtx context.Context
@@ -186,7 +187,7 @@ func (s *Scanner) Import(path string) (DBStatus, error) {
 	if err := s.checkOpen(); err != nil {
 		return DBStatus{}, err
 	}
-	if err := importDB(s.root, path); err != nil {
+	if err := importDB(s.root, path, s.dbLimit()); err != nil {
 		return DBStatus{}, fmt.Errorf("scan: %w", err)
 	}
 	d, err := openDB(s.root)
@@ -218,7 +219,7 @@ func (s *Scanner) Update(ctx context.Context, listingURL string) (bool, error) {
 	}
 	s.mu.RUnlock()
 
-	updated, err := updateDB(ctx, s.root, listingURL, current)
+	updated, err := updateDB(ctx, s.root, listingURL, current, s.dbLimit())
 	if err != nil {
 		return false, fmt.Errorf("scan: %w", err)
 	}

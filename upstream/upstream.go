@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -29,6 +31,10 @@ var ErrNotFound = errors.New("not found upstream")
 
 // ErrTooLarge means a manifest is larger than the configured limit.
 var ErrTooLarge = errors.New("manifest exceeds the size limit")
+
+// ErrUnreachable means the upstream could not be reached at all: its name
+// does not resolve, or nothing accepts connections at its address.
+var ErrUnreachable = errors.New("upstream unreachable")
 
 // resolveTimeout bounds one tag resolution; a client waiting on it gets the
 // last approved digest instead when it runs out.
@@ -92,6 +98,7 @@ func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
 		remote.WithAuth(auth),
 		remote.WithTransport(o.transport),
 		remote.WithUserAgent(o.userAgent),
+		remote.WithRetryPredicate(retryable),
 	}
 	p, err := remote.NewPuller(ropts...)
 	if err != nil {
@@ -190,13 +197,108 @@ func (r *Registry) Blob(ctx context.Context, repo string, d digest.Digest) (io.R
 	return rc, nil
 }
 
-// classify wraps err with what and marks "does not exist" answers with ErrNotFound.
+// classify wraps err with what and marks "does not exist" answers with
+// ErrNotFound and failures to reach the upstream with ErrUnreachable.
 func classify(what string, err error) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("%s: %w: %v", what, ErrNotFound, err)
 	}
+	if unreachable(err) {
+		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// unreachable reports errors that say the upstream cannot be reached at
+// all: a name that does not resolve, a refused connection, no route.
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
+// retryable is go-containerregistry's retry rule for network errors minus
+// the unreachable ones. Its default retries what claims to be temporary,
+// which includes DNS lookups that time out or fail with "try again", and
+// waits 1s and 3s between attempts: a pull from an upstream that cannot
+// be reached took about 4s to fail, for nothing, since a retry a second
+// later meets the same DNS or the same closed port. Such failures are
+// answered at once; the pipeline retries failed jobs with its own backoff.
+// Resets and truncated bodies of a reachable upstream are still retried.
+func retryable(err error) bool {
+	if err == nil || unreachable(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
+}
+
+// maxCause bounds the length of Cause's answer.
+const maxCause = 300
+
+// Cause says in a few words why a request to an upstream failed, for the
+// message a client sees: the DNS or connection failure, the registry's
+// error answer, or a timeout. It never carries credentials: URLs in it
+// lose their user info and query (signed blob URLs carry tokens there).
+func Cause(err error) string {
+	if err == nil {
+		return ""
+	}
+	var msg string
+	var dns *net.DNSError
+	var op *net.OpError
+	var terr *transport.Error
+	switch {
+	case errors.As(err, &dns):
+		// Not dns.Error(): it names the resolver, which is none of the
+		// client's business.
+		msg = fmt.Sprintf("lookup %s: %s", dns.Name, dns.Err)
+	case errors.As(err, &op) && op.Op == "dial":
+		msg = op.Error() // "dial tcp 10.0.0.1:443: connect: connection refused"
+	case errors.As(err, &terr):
+		if len(terr.Errors) > 0 {
+			msg = fmt.Sprintf("the registry answered %d: %s", terr.StatusCode, terr.Errors[0].String())
+		} else {
+			msg = fmt.Sprintf("the registry answered %d %s", terr.StatusCode, http.StatusText(terr.StatusCode))
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		msg = "no answer in time"
+	default:
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		msg = err.Error()
+	}
+	msg = redactURLs(msg)
+	if len(msg) > maxCause {
+		msg = msg[:maxCause] + "…"
+	}
+	return msg
+}
+
+var urlInText = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
+
+// redactURLs drops user info, query and fragment from every URL in s.
+func redactURLs(s string) string {
+	return urlInText.ReplaceAllStringFunc(s, func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "<url>"
+		}
+		u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+		return u.String()
+	})
 }
 
 // Set holds every configured upstream, looked up by name or alias.

@@ -56,10 +56,14 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	format := fs.String("format", "spdx", "SBOM format: spdx or syft")
 	platform := fs.String("platform", "", "platform manifest digest or os/arch of an index (SBOM)")
+	allowFallback := fs.Bool("allow-fallback", false, "revoke by tag: let the tag fall back to its previous approved digest instead of refusing it")
 	// Flags may come after the image argument, as in the README examples.
-	positional, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return exitError(2)
+	var positional []string
+	if err := parseFlags(fs, args[1:], stdout, func(a []string) (err error) {
+		positional, err = parseInterspersed(fs, a)
+		return err
+	}); err != nil {
+		return err
 	}
 	token := os.Getenv("AIRLOCK_ADMIN_TOKEN")
 	if *tokenFile != "" {
@@ -83,7 +87,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "images list":
 		var out struct {
-			Images []state.Image `json:"images"`
+			Images []admin.ListedImage `json:"images"`
 		}
 		if err := c.do(http.MethodGet, "/api/v1/images?state="+url.QueryEscape(*stateFilter), nil, &out); err != nil {
 			return err
@@ -93,7 +97,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		var rows [][]string
 		for _, img := range out.Images {
-			rows = append(rows, []string{string(img.State), img.Ref.String(), strings.Join(img.Tags, ","), img.Updated.Format(time.RFC3339), img.Reason})
+			rows = append(rows, []string{safe(string(img.State)), safe(img.Ref.String()), safe(tagColumn(img)), img.Updated.Format(time.RFC3339), safe(img.Reason)})
 		}
 		return printTable(stdout, []string{"STATE", "IMAGE", "TAGS", "UPDATED", "REASON"}, rows)
 	case "images show":
@@ -111,15 +115,22 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var out state.Image
-		req := admin.ActionRequest{Image: img, Reason: *reason, Actor: os.Getenv("USER")}
+		if *allowFallback && cmd != "revoke" {
+			return errors.New("--allow-fallback applies to revoke by tag only")
+		}
+		var out admin.ActionResult
+		req := admin.ActionRequest{Image: img, Reason: *reason, Actor: os.Getenv("USER"), AllowFallback: *allowFallback}
 		if err := c.do(http.MethodPost, "/api/v1/"+cmd, req, &out); err != nil {
 			return err
 		}
 		if *asJSON {
 			return printJSON(stdout, out)
 		}
-		fmt.Fprintf(stdout, "%s: %s (%s)\n", out.Ref, out.State, out.Reason)
+		fmt.Fprintf(stdout, "%s: %s (%s)\n", safe(out.Ref.String()), safe(string(out.State)), safe(out.Reason))
+		if out.Message != "" {
+			// What a revoke by tag did to the tag: refused, or falls back.
+			fmt.Fprintln(stdout, safe(out.Message))
+		}
 		return nil
 	case "audit":
 		var out struct {
@@ -156,7 +167,14 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		q := url.Values{"format": {*format}, "platform": {*platform}}
-		return c.raw(http.MethodGet, "/api/v1/images/"+img+"/sbom?"+q.Encode(), nil, stdout)
+		var buf bytes.Buffer
+		if err := c.raw(http.MethodGet, "/api/v1/images/"+img+"/sbom?"+q.Encode(), nil, &buf); err != nil {
+			return err
+		}
+		// Package names and licences come from the image: the same JSON,
+		// with what a terminal would act on escaped.
+		_, err = stdout.Write(jsonSafe(buf.Bytes()))
+		return err
 	case "cve":
 		if len(positional) != 1 {
 			return errors.New("usage: airlock cve VULNERABILITY-ID")
@@ -184,7 +202,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return printJSON(stdout, out)
 		}
 		fmt.Fprintf(stdout, "built:          %s (%s ago)\nschema_version: %s\npath:           %s\nchecksum:       %s\nsource:         %s\n",
-			out.Built.Format(time.RFC3339), out.Age.Round(time.Minute), out.SchemaVersion, out.Path, out.Checksum, out.Source)
+			out.Built.Format(time.RFC3339), out.Age.Round(time.Minute), safe(out.SchemaVersion), safe(out.Path), safe(out.Checksum), safe(out.Source))
 		return nil
 	case "db import":
 		if len(positional) != 1 {
@@ -202,7 +220,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "imported vulnerability DB built %s (schema %s); queued %d rescans and %d retries\n",
-			out.DB.Built.Format(time.RFC3339), out.DB.SchemaVersion, out.Rescans, out.Retries)
+			out.DB.Built.Format(time.RFC3339), safe(out.DB.SchemaVersion), out.Rescans, out.Retries)
 		return nil
 	case "jobs":
 		var out any
@@ -212,6 +230,21 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		return printJSON(stdout, out)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// tagColumn lists an image's tags for `images list`, each marked with what
+// a pull of the tag gets now: "latest (current)" is this digest,
+// "latest (upstream)" points here upstream but another digest is served or
+// the tag is refused, "latest (older)" is an earlier digest of the tag.
+func tagColumn(img admin.ListedImage) string {
+	parts := make([]string, 0, len(img.Tags))
+	for _, t := range img.Tags {
+		if st := img.TagStatus[t]; st != "" {
+			t += " (" + st + ")"
+		}
+		parts = append(parts, t)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // parseInterspersed parses flags that may appear before or after positional arguments.
@@ -271,7 +304,8 @@ func (c *adminClient) raw(method, path string, body any, w io.Writer) error {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)
+			// The message may quote state (a reason, an image name).
+			return fmt.Errorf("admin API: %s: %s", resp.Status, safe(e.Error))
 		}
 		return fmt.Errorf("admin API: %s", resp.Status)
 	}
@@ -283,7 +317,7 @@ func (c *adminClient) raw(method, path string, body any, w io.Writer) error {
 
 // printVulns prints a vulnerability report as a table.
 func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
-	fmt.Fprintf(w, "%s  state %s", r.Image, r.State)
+	fmt.Fprintf(w, "%s  state %s", safe(r.Image.String()), safe(string(r.State)))
 	if r.Report != nil {
 		fmt.Fprintf(w, "  scanned %s with DB built %s", r.Report.ScannedAt.Format(time.RFC3339), r.Report.DB.Built.Format(time.DateOnly))
 	}
@@ -293,9 +327,9 @@ func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
 		if !r.Policy.Pass {
 			verdict = fmt.Sprintf("failed (%d violations)", r.Policy.Total)
 		}
-		fmt.Fprintf(w, "policy %s %s\n", r.Policy.Version, verdict)
+		fmt.Fprintf(w, "policy %s %s\n", safe(r.Policy.Version), verdict)
 		for _, v := range r.Policy.Violations {
-			fmt.Fprintln(w, "  -", v)
+			fmt.Fprintln(w, "  -", safe(v))
 		}
 	}
 	if r.Report == nil {
@@ -310,20 +344,30 @@ func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
 	return printTable(w, []string{"PLATFORM", "VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN"}, rows)
 }
 
-// printTable prints rows under header in aligned columns.
+// printTable prints rows under header in aligned columns. Every cell is
+// escaped (see safe): a newline or tab in a reason must not make a row.
 func printTable(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = safe(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }
 
+// printJSON prints v as indented JSON, with what a terminal would act on
+// escaped (see jsonSafe).
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(jsonSafe(b), '\n'))
+	return err
 }
 
 func envOr(key, def string) string {

@@ -22,8 +22,8 @@ func keysCommand(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", ".", "directory for airlock.key and airlock.pub")
 	pwEnv := fs.String("password-env", "AIRLOCK_KEY_PASSWORD", "environment variable holding the key password")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError(2)
+	if err := parseFlags(fs, args[1:], stdout, fs.Parse); err != nil {
+		return err
 	}
 	pw, ok := os.LookupEnv(*pwEnv)
 	if !ok {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -43,28 +44,38 @@ http://127.0.0.1:5001) with the token in $AIRLOCK_ADMIN_TOKEN or --token-file.
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "airlock:", err)
 		var ee exitError
 		if errors.As(err, &ee) {
+			// What went wrong was already printed (usage, the flag
+			// error): "exit status 2" would only add noise.
 			os.Exit(int(ee))
 		}
+		fmt.Fprintln(os.Stderr, "airlock:", err)
 		os.Exit(1)
 	}
 }
 
-// exitError carries a specific exit status.
+// exitError carries a specific exit status; its cause has been printed.
 type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	err := dispatch(args, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitError(2)
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
+		return serve(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "airlock", version)
 		return nil
@@ -79,3 +90,37 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
+
+// parseFlags parses args with parse (fs.Parse, or parseInterspersed for
+// commands that take flags after their arguments). -h or --help prints
+// fs's usage to stdout and ends the command successfully (errHelp): asking
+// for help is not an error. Any other flag error has been printed by fs,
+// with the usage, to stderr and exits with status 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, parse func([]string) error) error {
+	if wantsHelp(args) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return errHelp
+	}
+	if err := parse(args); err != nil {
+		return exitError(2)
+	}
+	return nil
+}
+
+// wantsHelp reports whether args ask for help before any "--". The flag
+// package would print the usage to stderr and fail; help goes to stdout.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "--h", "-help", "--help":
+			return true
+		}
+	}
+	return false
+}
+
+// errHelp ends a command whose usage was asked for and printed.
+var errHelp = errors.New("help printed")

@@ -38,11 +38,31 @@ import (
 	"github.com/airlockproxy/airlock/upstream"
 )
 
-func serve(args []string, stderr io.Writer) error {
+const serveUsage = `Usage: airlock serve [--config FILE]
+
+Runs the registry API (listen, default :5000) and the admin API
+(admin.listen, default 127.0.0.1:5001). Without --config the embedded
+defaults are used, and an admin token is generated once into
+<data_dir>/admin.token unless $AIRLOCK_ADMIN_TOKEN is set.
+airlock.example.yaml shows every configuration key.
+
+Flags:
+`
+
+func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), serveUsage)
+		fs.PrintDefaults()
+	}
 	file := fs.String("config", "", "YAML config file (embedded defaults when empty)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout, fs.Parse); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "airlock serve: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
 		return exitError(2)
 	}
 	cfg, err := config.Load(*file)
@@ -60,6 +80,20 @@ func serve(args []string, stderr io.Writer) error {
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
+	}
+	if *file == "" && cfg.Admin.Token == "" {
+		// Running on the defaults is the first thing a new user does;
+		// an admin API they cannot use would stop them at step 0.
+		tok, path, created, err := adminToken(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		cfg.Admin.Token = tok
+		verb := "read"
+		if created {
+			verb = "generated"
+		}
+		log.Info("admin token "+verb, "file", path, "use", "export AIRLOCK_ADMIN_TOKEN=$(cat "+path+")")
 	}
 	store, err := state.Open(filepath.Join(cfg.DataDir, "airlock.db"))
 	if err != nil {
@@ -82,22 +116,23 @@ func serve(args []string, stderr io.Writer) error {
 	if err := cs.CleanUploads(ctx); err != nil {
 		return err
 	}
+	// A state file from before serving by role gets its links first.
+	if n, err := gate.Relink(ctx, store, cs); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("state upgraded: links derived from stored manifests", "images", n)
+	}
 
 	ups, err := upstream.NewSet(cfg.Upstreams, upstream.WithUserAgent("airlock/"+version))
 	if err != nil {
 		return err
 	}
-	var scanner *scan.Scanner
+	// The scanner is built in the background: syft's license scanner
+	// takes seconds to build, and the listeners must not wait for it.
+	// /readyz answers 503 until it is ready; scans wait for it.
+	var scanner *asyncScanner
 	if cfg.Gate.Policy == config.PolicyScan {
-		scanner, err = scan.New(cfg.ScanDBDir(), scan.WithMaxAge(cfg.Scan.MaxDBAge))
-		if err != nil {
-			return err
-		}
-		if st, err := scanner.Status(); err != nil {
-			log.Warn("no usable vulnerability DB: images fail the scan step until one is imported (airlock db import)", "db_dir", cfg.ScanDBDir(), "err", err)
-		} else {
-			log.Info("vulnerability DB", "built", st.Built, "schema", st.SchemaVersion, "path", st.Path)
-		}
+		scanner = startScanner(log, cfg.ScanDBDir(), scan.WithMaxAge(cfg.Scan.MaxDBAge), scan.WithMaxDBSize(int64(cfg.Scan.DBMaxSize)))
 	}
 	var signer *sign.Signer
 	if cfg.Signing.Enabled() {
@@ -118,7 +153,7 @@ func serve(args []string, stderr io.Writer) error {
 	if cfg.Gate.Policy == config.PolicyAuto {
 		log.Warn("gate.policy is auto: images are approved without any check; use it for tests only")
 	}
-	engine := gate.New(store, cfg.Gate, steps, gate.WithLogger(log), gate.WithRescanFailure(cfg.Scan.OnRescanFail))
+	engine := gate.New(store, cfg.Gate, steps, gate.WithLogger(log), gate.WithRescanFailure(cfg.Scan.OnRescanFail), gate.WithAuditRetention(cfg.Audit))
 	promauto.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "airlock_queue_depth",
 		Help: "Jobs waiting in or running from the pipeline queue.",
@@ -129,15 +164,20 @@ func serve(args []string, stderr io.Writer) error {
 	apis := []string{"registry"}
 
 	ready := func() error {
-		_, err := store.Images(state.StateFetching)
-		return err
+		if _, err := store.Images(state.StateFetching); err != nil {
+			return err
+		}
+		if scanner != nil {
+			return scanner.Ready()
+		}
+		return nil
 	}
 	if cfg.Admin.Token == "" {
 		log.Error("admin API disabled: no token; set admin.token or AIRLOCK_ADMIN_TOKEN to enable it")
 	} else {
-		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready)}
+		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready), admin.WithUpstreams(cfg.Upstreams)}
 		if scanner != nil {
-			opts = append(opts, admin.WithScanning(cs, scanner, cfg.DataDir))
+			opts = append(opts, admin.WithScanning(cs, scanner, cfg.DataDir), admin.WithDBMaxSize(int64(cfg.Scan.DBMaxSize)))
 		}
 		if signer != nil {
 			opts = append(opts, admin.WithPublicKey(signer.PublicKeyPEM()))
@@ -190,7 +230,16 @@ func serve(args []string, stderr io.Writer) error {
 			})
 		}()
 	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+1)
+	if scanner != nil {
+		go func() {
+			// A scanner that cannot be built fails serve, as it did
+			// when it was built before listening.
+			if _, err := scanner.wait(engineCtx); err != nil && engineCtx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
 	for i, srv := range servers {
 		log.Info("listening", "addr", lns[i].Addr().String(), "api", apis[i])
 		go func() {

@@ -108,7 +108,7 @@ func fillDecisionDB(tb testing.TB, path string, n int) []Ref {
 	const batch = 5000
 	for lo := 0; lo < n; lo += batch {
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			images, content := tx.Bucket(bucketImages), tx.Bucket(bucketContent)
+			images, links := tx.Bucket(bucketImages), tx.Bucket(bucketLinks)
 			for i := lo; i < min(lo+batch, n); i++ {
 				ref := Ref{Upstream: "docker.io", Repository: fmt.Sprintf("team%d/app%d", i%1000/50, i%1000), Digest: digest.FromString(fmt.Sprintf("image-%d", i))}
 				blobs := []digest.Digest{
@@ -131,9 +131,13 @@ func fillDecisionDB(tb testing.TB, path string, n int) []Ref {
 				if err := putJSON(images, []byte(ref.String()), &img); err != nil {
 					return err
 				}
-				for _, d := range blobs {
-					c := Content{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Size: 10 << 20, Owners: []digest.Digest{ref.Digest}}
-					if err := putJSON(content, []byte(ref.Repo()+"@"+string(d)), &c); err != nil {
+				for k, d := range blobs {
+					role := RoleLayer
+					if k == 0 {
+						role = RoleConfig
+					}
+					l := Link{Digest: d, Role: role, Parent: ref.Digest, Image: ref.Digest, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Size: 10 << 20}
+					if err := putJSON(links, linkKey(ref, l), &l); err != nil {
 						return err
 					}
 				}

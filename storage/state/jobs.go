@@ -53,21 +53,44 @@ func (s *Store) Hand(ref Ref, kind JobKind, c Change) (Image, error) {
 	return img, err
 }
 
-// Reset moves ref back to pending and queues a pull job, in one transaction:
-// an admin's rescan of an image that is not approved re-runs its whole pipeline.
+// Reset moves ref back to pending and makes its pull job due now, in one
+// transaction: an admin's rescan of an image that is not approved re-runs
+// its whole pipeline at once. A job that waits for a retry (a failed image
+// in its backoff) is rescheduled to now as a fresh pull; a job that is
+// already due is kept, it runs anyway. The image's failure marks (Attempts,
+// Permanent, RetryAt) are cleared: it starts over.
 func (s *Store) Reset(ref Ref, c Change) (Image, error) {
 	var img Image
 	err := s.update(func(tx *bolt.Tx) error {
 		now := s.now().UTC()
 		c.To = StatePending
+		inner := c.Mutate
+		c.Mutate = func(img *Image) error {
+			img.Attempts, img.Permanent, img.RetryAt = 0, false, time.Time{}
+			if inner != nil {
+				return inner(img)
+			}
+			return nil
+		}
 		var err error
 		if img, err = transition(tx, ref, c, now); err != nil {
 			return err
 		}
-		if hasJob(tx, ref) {
-			return nil
+		if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
+			jobs := tx.Bucket(bucketJobs)
+			var job Job
+			if err := getJSON(jobs, id, &job); err != nil {
+				return fmt.Errorf("job of %s: %w", ref, err)
+			}
+			if !job.NotBefore.After(now) {
+				return nil
+			}
+			// Not due, so no worker runs it: safe to rewrite in place.
+			job.Kind, job.Attempts, job.NotBefore = JobPull, 0, time.Time{}
+			job.Actor, job.Reason = c.Actor, c.Reason
+			return putJSON(jobs, id, &job)
 		}
-		_, err = enqueue(tx, Job{Kind: JobPull, Image: ref, Created: now, Actor: c.Actor})
+		_, err = enqueue(tx, Job{Kind: JobPull, Image: ref, Created: now, Actor: c.Actor, Reason: c.Reason})
 		return err
 	})
 	return img, err

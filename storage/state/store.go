@@ -1,6 +1,3 @@
-// Package state is Airlock's state store in bbolt: image records, the tag to
-// digest history, the persistent job queue and the append-only audit log.
-// Every state transition commits in one transaction with its audit entry.
 package state
 
 import (
@@ -31,6 +28,9 @@ var (
 	// bucketImageVulns maps an image key to the vuln IDs it has in
 	// bucketVulns, so a new scan replaces the old entries.
 	bucketImageVulns = []byte("imagevulns")
+	// bucketLinks maps "<upstream>/<repo>@<digest>\x00<role>\x00<parent>"
+	// to a Link: the roles in which manifests reference a digest.
+	bucketLinks = []byte("links")
 )
 
 // maxTagHistory bounds the digests remembered per tag.
@@ -66,7 +66,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns} {
+		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -129,11 +129,15 @@ func (s *Store) Images(st State) ([]Image, error) {
 // for an admin decision, a queued pull job. However many clients ask at
 // once, one record and one job result. It returns the record and whether
 // this call queued a job.
+//
+// A failed image is queued again only when its failure was transient and
+// its RetryAt has passed (see needsJob): pulls are anonymous, and must
+// not be able to turn one broken image into endless jobs and audit entries.
 func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 	// Fast path without a write transaction: most requests find the
 	// image already known and queued.
 	img, err := s.Image(ref)
-	if err == nil && !needsJob(img) {
+	if err == nil && !needsJob(img, s.now()) {
 		return img, false, nil
 	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -159,7 +163,7 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 			}
 		case err != nil:
 			return err
-		case !needsJob(img):
+		case !needsJob(img, now):
 			return nil
 		}
 		if hasJob(tx, ref) {
@@ -168,6 +172,7 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 		if img.State == StateFailed {
 			from := img.State
 			img.State, img.Reason, img.Attempts, img.Updated = StatePending, "queued again by a pull", 0, now
+			img.RetryAt = time.Time{}
 			if err := putJSON(images, key, &img); err != nil {
 				return err
 			}
@@ -199,9 +204,18 @@ func currentTags(tx *bolt.Tx, ref Ref) []string {
 	return out
 }
 
-// needsJob reports whether a pull should queue pipeline work for img.
-func needsJob(img Image) bool {
-	return img.State.InPipeline() || img.State == StateFailed
+// needsJob reports whether a pull at now should queue pipeline work for
+// img: an image in the pipeline (its job may be gone after a crash), or a
+// failed one whose failure was transient once its RetryAt has passed. A
+// permanent failure waits for an admin's rescan.
+func needsJob(img Image, now time.Time) bool {
+	switch {
+	case img.State.InPipeline():
+		return true
+	case img.State == StateFailed:
+		return !img.Permanent && !now.Before(img.RetryAt)
+	}
+	return false
 }
 
 // Change is one state transition.
@@ -263,109 +277,6 @@ func transition(tx *bolt.Tx, ref Ref, c Change, now time.Time) (Image, error) {
 	return img, appendAudit(tx, e)
 }
 
-// SetContent records what a fetched image references, so that serving can
-// decide per repository which manifests and blobs an approved image covers.
-// It is called by the fetch step before the image can be approved.
-func (s *Store) SetContent(ref Ref, manifests, blobs map[digest.Digest]Content) error {
-	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketContent)
-		for _, set := range []map[digest.Digest]Content{manifests, blobs} {
-			for d, c := range set {
-				key := []byte(ref.Repo() + "@" + string(d))
-				var cur Content
-				if err := getJSON(b, key, &cur); err != nil && !errors.Is(err, ErrNotFound) {
-					return err
-				}
-				owners := cur.Owners
-				if !slices.Contains(owners, ref.Digest) {
-					owners = append(owners, ref.Digest)
-				}
-				c.Owners = owners
-				if err := putJSON(b, key, &c); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// Decision is the serving decision for one manifest or blob.
-type Decision struct {
-	// Serve is true when an approved image covers the content.
-	Serve bool
-	// Known is true when the content belongs to some image Airlock holds.
-	Known bool
-	// Image is the record of the digest itself (manifests only), when it has one.
-	Image *Image
-	// Content describes the content when an image references it.
-	Content *Content
-}
-
-// ManifestDecision says whether manifest d of repo may be served: its own
-// record is approved, or an approved index in the same repository
-// references it.
-func (s *Store) ManifestDecision(upstream, repo string, d digest.Digest) (Decision, error) {
-	var dec Decision
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ref := Ref{Upstream: upstream, Repository: repo, Digest: d}
-		var img Image
-		switch err := getJSON(tx.Bucket(bucketImages), []byte(ref.String()), &img); {
-		case err == nil:
-			dec.Known, dec.Image = true, &img
-			switch img.State {
-			case StateApproved:
-				dec.Serve = true
-				return nil
-			case StateRevoked, StateRejected:
-				// An explicit "no" on this manifest wins over an
-				// approved index that lists it.
-				return nil
-			}
-		case !errors.Is(err, ErrNotFound):
-			return err
-		}
-		return contentDecision(tx, ref, &dec)
-	})
-	return dec, err
-}
-
-// BlobDecision says whether blob d may be served from repo.
-func (s *Store) BlobDecision(upstream, repo string, d digest.Digest) (Decision, error) {
-	var dec Decision
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return contentDecision(tx, Ref{Upstream: upstream, Repository: repo, Digest: d}, &dec)
-	})
-	return dec, err
-}
-
-func contentDecision(tx *bolt.Tx, ref Ref, dec *Decision) error {
-	var c Content
-	switch err := getJSON(tx.Bucket(bucketContent), []byte(ref.String()), &c); {
-	case errors.Is(err, ErrNotFound):
-		return nil
-	case err != nil:
-		return err
-	}
-	dec.Known, dec.Content = true, &c
-	images := tx.Bucket(bucketImages)
-	for _, owner := range c.Owners {
-		var img Image
-		key := []byte(Ref{Upstream: ref.Upstream, Repository: ref.Repository, Digest: owner}.String())
-		if err := getJSON(images, key, &img); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			return err
-		}
-		if img.State == StateApproved {
-			dec.Serve = true
-			return nil
-		}
-	}
-	return nil
-}
-
 // RecordTag stores that tag now resolves to d upstream and returns the
 // tag's history. It also adds the tag name to the image record, if any.
 func (s *Store) RecordTag(upstream, repo, tag string, d digest.Digest, mediaType string) (Tag, error) {
@@ -423,11 +334,20 @@ func (s *Store) Tag(upstream, repo, tag string) (Tag, error) {
 }
 
 // LastApproved returns the newest digest in the tag's history whose image
-// is approved right now.
+// is approved right now and that the tag's refusal (an admin's revoke by
+// tag) does not hold back. The stored tag record is authoritative: a
+// caller may hold a Tag read before the admin acted.
 func (s *Store) LastApproved(t Tag) (Image, bool, error) {
 	var out Image
 	found := false
 	err := s.db.View(func(tx *bolt.Tx) error {
+		var stored Tag
+		switch err := getJSON(tx.Bucket(bucketTags), tagKey(t.Upstream, t.Repository, t.Name), &stored); {
+		case err == nil:
+			t = stored
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
 		images := tx.Bucket(bucketImages)
 		for i := len(t.History) - 1; i >= 0; i-- {
 			var img Image
@@ -439,7 +359,7 @@ func (s *Store) LastApproved(t Tag) (Image, bool, error) {
 			if err != nil {
 				return err
 			}
-			if img.State == StateApproved {
+			if img.State == StateApproved && !t.Refusal.Refuses(img) {
 				out, found = img, true
 				return nil
 			}
@@ -447,6 +367,11 @@ func (s *Store) LastApproved(t Tag) (Image, bool, error) {
 		return nil
 	})
 	return out, found, err
+}
+
+// tagKey is the key of a tag record: "<upstream>/<repo>:<tag>".
+func tagKey(upstream, repo, tag string) []byte {
+	return []byte(upstream + "/" + repo + ":" + tag)
 }
 
 // Tags lists the tag records of one repository, sorted by name.
@@ -510,16 +435,6 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 	}
 	s.notify()
 	return nil
-}
-
-func appendAudit(tx *bolt.Tx, e Entry) error {
-	b := tx.Bucket(bucketAudit)
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	e.Seq = seq
-	return putJSON(b, itob(seq), &e)
 }
 
 func getJSON(b *bolt.Bucket, key []byte, v any) error {

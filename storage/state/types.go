@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +131,16 @@ type Image struct {
 	Verification *Verification `json:"verification,omitempty"`
 	// Signed lists the signature and attestations Airlock made for the image.
 	Signed *Signed `json:"signed,omitempty"`
+	// Permanent is set when the image's last failure was one retrying
+	// cannot fix (the upstream says the manifest does not exist, an index
+	// with no usable platform manifest, a manifest over the size limit). A
+	// pull never queues such an image again, so anonymous clients cannot
+	// turn it into a loop of jobs and audit entries; an admin's rescan does.
+	Permanent bool `json:"permanent,omitempty"`
+	// RetryAt is, for a failed image, the earliest time a pull may queue it
+	// again: a transient failure is retried by pulls at most once per
+	// backoff window. Zero means a pull may queue it now.
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // Descriptor points at a manifest Airlock stores.
@@ -214,19 +225,6 @@ func (i *Image) SetStep(r StepResult) {
 	i.Steps = append(i.Steps, r)
 }
 
-// Content describes a manifest or blob an image references, kept per
-// repository so that a blob is served only from a repository whose approved
-// image references it.
-type Content struct {
-	// Manifest is true for a platform manifest of an index.
-	Manifest  bool   `json:"manifest,omitempty"`
-	MediaType string `json:"media_type,omitempty"`
-	Size      int64  `json:"size"`
-	// Owners are the digests of the images (in the same repository) that
-	// reference this content.
-	Owners []digest.Digest `json:"owners"`
-}
-
 // TagEntry is one digest a tag pointed to upstream.
 type TagEntry struct {
 	Digest    digest.Digest `json:"digest"`
@@ -241,6 +239,32 @@ type Tag struct {
 	Name       string     `json:"tag"`
 	ResolvedAt time.Time  `json:"resolved_at"`
 	History    []TagEntry `json:"history"`
+	// Refusal is set when an admin revoked the tag's digest by tag without
+	// allowing a fallback: the tag must not silently roll back to an older
+	// approved digest, which may carry the same vulnerability.
+	Refusal *TagRefusal `json:"refusal,omitempty"`
+}
+
+// TagRefusal keeps a tag from falling back past a digest an admin revoked
+// by tag. The digests in Through (the revoked one and every digest the
+// tag's history held before it at that moment) serve the tag again only if
+// they are approved after At; a digest the tag moves to later is not in
+// Through, so approving it lifts the refusal. Serving by digest is not
+// affected: this is about what a tag resolves to.
+type TagRefusal struct {
+	// Digest is the digest that was revoked by tag.
+	Digest digest.Digest `json:"digest"`
+	// Through lists Digest and the digests before it in the tag's history.
+	Through []digest.Digest `json:"through"`
+	// At is when the refusal was made.
+	At time.Time `json:"at"`
+	// By is the admin who made it.
+	By string `json:"by"`
+}
+
+// Refuses reports whether the refusal keeps img from serving the tag.
+func (r *TagRefusal) Refuses(img Image) bool {
+	return r != nil && slices.Contains(r.Through, img.Digest) && !img.ApprovedAt.After(r.At)
 }
 
 // Current returns the digest the tag pointed to at the last resolution.
@@ -288,6 +312,12 @@ type Entry struct {
 	To     State     `json:"to,omitempty"`
 	Action string    `json:"action"`
 	Reason string    `json:"reason,omitempty"`
+	// Repeats counts the later occurrences of the same automatic
+	// transition that were folded into this entry instead of being
+	// appended (see appendAudit); Reason is then the latest one's.
+	Repeats int `json:"repeats,omitempty"`
+	// Last is when the latest folded occurrence happened.
+	Last time.Time `json:"last,omitzero"`
 }
 
 // Errors returned by the store.

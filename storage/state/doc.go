@@ -1,0 +1,38 @@
+// Package state is Airlock's state store in bbolt: image records, the tag to
+// digest history, the links that say in which role a manifest references a
+// digest, the persistent job queue and the audit log. Every state
+// transition commits in one transaction with its audit entry.
+//
+// # What is served
+//
+// This package holds the one serving rule of Airlock (ManifestDecision,
+// BlobDecision); the registry API asks it for every manifest and blob it
+// serves, by digest or by tag, GET or HEAD, with or without a Range. Only
+// StateApproved is ever served, and a digest is served for the role in
+// which an approved image reaches it, never because "some approved image
+// stores these bytes". Within one repository of one upstream:
+//
+//  1. A manifest digest is served if its own image record is approved.
+//  2. A manifest digest with no record of its own is served if it is a
+//     platform manifest that an approved index lists as a manifest
+//     descriptor and that the pipeline fetched with it (a RoleChild link,
+//     and the index record's Manifests names it).
+//  3. A manifest digest with no record of its own is served if it is a
+//     manifest Airlock itself produced for an approved image (its .sig or
+//     .att manifest, or an OCI 1.1 referrer) and the image's current
+//     signing lists it (a RoleArtifact link, and Image.Signed names it).
+//  4. A blob digest is served if it is the config or a layer descriptor of
+//     a manifest that rules 1–3 serve (a RoleConfig or RoleLayer link).
+//  5. A blob digest is served if it is a config or layer blob of an
+//     artifact that rule 3 serves (a RoleArtifactBlob link).
+//
+// An own record of a digest in any state but approved wins over every
+// other path, on /manifests/ and /blobs/ alike: a revoked platform
+// manifest is not served through its approved index, and an image in
+// quarantine is not served because an approved image holds its bytes as a
+// layer. A manifest is never served from /blobs/ for being a manifest.
+//
+// Links record facts about immutable bytes, so the decision is a few key
+// lookups in one read transaction, not a scan: the digest's own record,
+// its links, and the records those links name.
+package state
