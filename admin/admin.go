@@ -286,6 +286,16 @@ func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	img, err := s.store.Image(ref)
+	if errors.Is(err, state.ErrNotFound) {
+		// A platform manifest of an index has no record of its own until
+		// an admin decides on it: show the state it follows.
+		if idx, link, cerr := s.store.ChildOf(ref); cerr == nil {
+			img, err = idx, nil
+			img.Ref, img.MediaType, img.Size, img.ContentSize = ref, link.MediaType, link.Size, 0
+			img.Reason = fmt.Sprintf("platform manifest of %s; follows its state (%s: %s)", idx.Ref, idx.State, idx.Reason)
+			img.Manifests, img.Blobs, img.Tags, img.Signed = nil, nil, nil, nil
+		}
+	}
 	if err != nil {
 		writeErr(w, statusOf(err), fmt.Errorf("%s: %w", ref, err))
 		return

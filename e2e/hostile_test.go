@@ -318,6 +318,9 @@ func served(t testing.TB, method, u string, hdr map[string]string) (bool, httpRe
 func assertNotServed(t testing.TB, al *Airlock, what, repo, kind, ref string) {
 	t.Helper()
 	u := al.URL + "/v2/" + repo + "/" + kind + "/" + ref
+	var leaks []string
+	var body int
+	var dcd string
 	for _, p := range []struct {
 		method string
 		hdr    map[string]string
@@ -327,9 +330,16 @@ func assertNotServed(t testing.TB, al *Airlock, what, repo, kind, ref string) {
 		{http.MethodGet, map[string]string{"Accept": manifestAccept, "Range": "bytes=0-"}},
 	} {
 		if ok, r := served(t, p.method, u, p.hdr); ok {
-			t.Errorf("LEAK: %s: %s /v2/%s/%s/%s (Range %q) = %d with %d bytes (Docker-Content-Digest %s)",
-				what, p.method, repo, kind, ref, p.hdr["Range"], r.Status, len(r.Body), r.Header.Get("Docker-Content-Digest"))
+			v := p.method
+			if p.hdr["Range"] != "" {
+				v += " with Range " + p.hdr["Range"]
+			}
+			leaks = append(leaks, fmt.Sprintf("%s=%d", v, r.Status))
+			body, dcd = max(body, len(r.Body)), r.Header.Get("Docker-Content-Digest")
 		}
+	}
+	if len(leaks) > 0 {
+		t.Errorf("LEAK: %s: /v2/%s/%s/%s served: %s (%d bytes, Docker-Content-Digest %s)", what, repo, kind, ref, strings.Join(leaks, ", "), body, dcd)
 	}
 }
 

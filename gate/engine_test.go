@@ -19,6 +19,7 @@ import (
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/internal/registrytest"
+	"github.com/airlockproxy/airlock/sign"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -66,6 +67,17 @@ func newPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.Ro
 // between fetch and policy.
 func buildPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.RoundTripper, sc gate.Scanner, edit func(*config.Config)) *pipeline {
 	t.Helper()
+	return assemble(t, up, dir, rt, sc, nil, edit)
+}
+
+// buildSigningPipeline is buildPipeline with the sign step.
+func buildSigningPipeline(t *testing.T, up *registrytest.Upstream, dir string, signer *sign.Signer, edit func(*config.Config)) *pipeline {
+	t.Helper()
+	return assemble(t, up, dir, nil, nil, signer, edit)
+}
+
+func assemble(t *testing.T, up *registrytest.Upstream, dir string, rt http.RoundTripper, sc gate.Scanner, signer *sign.Signer, edit func(*config.Config)) *pipeline {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Upstreams = []config.Upstream{{Name: "docker.io", URL: up.URL(), Insecure: true, Default: true}}
 	cfg.Gate.Retry.Backoff = 20 * time.Millisecond
@@ -93,7 +105,7 @@ func buildPipeline(t *testing.T, up *registrytest.Upstream, dir string, rt http.
 	if sc != nil {
 		cfg.Gate.Policy = config.PolicyScan
 	}
-	steps, err := gate.Pipeline(cfg, ups, cs, store, sc, nil)
+	steps, err := gate.Pipeline(cfg, ups, cs, store, sc, signer)
 	if err != nil {
 		t.Fatal(err)
 	}

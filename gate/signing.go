@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"

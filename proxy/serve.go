@@ -367,10 +367,18 @@ func (s *Server) upstreamError(w http.ResponseWriter, r *http.Request, what stri
 	}
 	pulls.WithLabelValues("manifest", "error").Inc()
 	s.log.Warn("upstream unavailable", "image", what, "err", err)
+	status := http.StatusServiceUnavailable
+	if errors.Is(err, upstream.ErrUnreachable) {
+		// The upstream's name does not resolve or nothing listens at its
+		// address. Clients retry a 503 (crane and cosign wait 1s, then
+		// 3s) and would show this after ~4s for nothing: 424 Failed
+		// Dependency is not retried, and says the failure is upstream.
+		status = http.StatusFailedDependency
+	}
 	// The cause (DNS failure, refused connection, the registry's own
 	// error) tells the client's operator what to fix; upstream.Cause
 	// keeps credentials and signed URLs out of it.
-	writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, what+": upstream unavailable: "+upstream.Cause(err))
+	writeError(w, r, status, CodeUnavailable, what+": upstream unavailable: "+upstream.Cause(err))
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, v any) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // servingFixture is one repository holding: an index with two fetched
@@ -242,5 +243,29 @@ func TestAddLinksRejectsBadInput(t *testing.T) {
 		if err := s.AddLinks(repo, []Link{l}); err == nil {
 			t.Errorf("AddLinks(%+v) accepted", l)
 		}
+	}
+}
+
+// TestLegacyContentIndex: a state file of an older version (role-less
+// content owners) is detected and, once relinked, dropped.
+func TestLegacyContentIndex(t *testing.T) {
+	s, _ := openStore(t)
+	if legacy, err := s.HasLegacyContent(); err != nil || legacy {
+		t.Fatalf("new store: legacy %v, %v", legacy, err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContent).Put([]byte("docker.io/a/b@"+string(dgst("x"))), []byte(`{"size":1,"owners":[]}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if legacy, err := s.HasLegacyContent(); err != nil || !legacy {
+		t.Fatalf("old index: legacy %v, %v", legacy, err)
+	}
+	if err := s.DropLegacyContent(); err != nil {
+		t.Fatal(err)
+	}
+	if legacy, err := s.HasLegacyContent(); err != nil || legacy {
+		t.Fatalf("after drop: legacy %v, %v", legacy, err)
 	}
 }

@@ -1,0 +1,4 @@
+package gate
+
+// ImageLinks exposes imageLinks to the external tests.
+var ImageLinks = imageLinks
