@@ -24,20 +24,26 @@ import (
 	"github.com/airlockproxy/airlock/internal/registrytest"
 )
 
-// auditCounts fetches the whole audit log and the queued jobs.
-func (a *Airlock) allAudit(t testing.TB) []auditEntry { t.Helper(); return a.audit(t, "") }
+// allAudit returns the whole audit log, newest first.
+func (a *Airlock) allAudit(t testing.TB) []auditEntry {
+	t.Helper()
+	return a.audit(t, "")
+}
 
-func (a *Airlock) queuedJobs(t testing.TB) []struct {
-	Image     struct{ Digest string } `json:"image"`
-	NotBefore time.Time               `json:"not_before"`
-} {
+// queuedJob is the part of a queued job the tests read.
+type queuedJob struct {
+	Image struct {
+		Digest string `json:"digest"`
+	} `json:"image"`
+	NotBefore time.Time `json:"not_before"`
+}
+
+// queuedJobs returns the pipeline queue.
+func (a *Airlock) queuedJobs(t testing.TB) []queuedJob {
 	t.Helper()
 	r := a.admin(t, http.MethodGet, "/api/v1/jobs", nil)
 	var out struct {
-		Jobs []struct {
-			Image     struct{ Digest string } `json:"image"`
-			NotBefore time.Time               `json:"not_before"`
-		} `json:"jobs"`
+		Jobs []queuedJob `json:"jobs"`
 	}
 	if r.Status != http.StatusOK || json.Unmarshal(r.Body, &out) != nil {
 		t.Fatalf("jobs: %d %s", r.Status, r.Body)

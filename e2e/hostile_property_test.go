@@ -15,12 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -41,10 +39,17 @@ import (
 // and revocations (images, indexes and single platform manifests),
 // rescans, .sig replacements and tag moves runs against the real binary.
 //
-// After every step every manifest, tag and blob of every repository is
-// requested (GET, HEAD, GET with a Range) and every 2xx is checked
-// against a model of the serving rule computed from what was pushed and
-// what the admin approved and revoked:
+// After every step every manifest, tag and blob the model knows is
+// requested from every repository (GET; HEAD and a GET with a random
+// Range for everything servable and a sample of the rest; platform
+// manifests by digest only once they have a record or are servable, so
+// that a probe does not give each one a record before its index can serve
+// it; artifacts of earlier signings a quarter at a time), the referrers of
+// every image are listed, and every 2xx is checked against a model of the
+// serving rule computed from what was pushed and what the admin approved
+// and revoked (records are read from the admin API only to learn which
+// digests have a record of their own in a non-approved state, and which
+// artifacts the current signing of an approved image lists):
 //
 //   - manifests: an image the admin approved in that repository; a
 //     platform manifest an approved index lists (and the pipeline fetched)
@@ -66,8 +71,8 @@ import (
 
 const (
 	hpDefaultSeed  = 20261123
-	hpDefaultSteps = 30
-	hpDefaultTime  = 70 * time.Second
+	hpDefaultSteps = 60
+	hpDefaultTime  = 75 * time.Second
 )
 
 // hpNode is one manifest the publisher pushed.
@@ -92,7 +97,6 @@ type hpNode struct {
 type hpTag struct {
 	head, get string          // current HEAD and GET digests (equal unless split)
 	history   map[string]bool // every digest it ever pointed to
-	split     bool
 }
 
 // hpRecord is the part of an admin API image record the model reads.
@@ -123,7 +127,9 @@ type hpOwn struct {
 
 type hpWorld struct {
 	t        *testing.T
-	rng      *rand.Rand
+	seed     int64
+	rng      *rand.Rand // the operations
+	probe    *rand.Rand // sampling within a check
 	up       *registrytest.Upstream
 	front    *registrytest.Front
 	al       *Airlock
@@ -141,6 +147,7 @@ type hpWorld struct {
 	hostileBlob map[string]bool
 
 	pushed     map[string]map[string]bool // repo -> manifest digests pushed there
+	uploaded   map[string]bool            // "<repo>@<blob digest>" uploaded
 	tags       map[string]map[string]*hpTag
 	tagOrder   map[string][]string
 	sigSubj    map[string][]string // repo -> subjects with an upstream .sig
@@ -151,7 +158,7 @@ type hpWorld struct {
 	keys      sigVerifiers
 	ownSeen   map[string]map[string]*hpOwn // repo -> own artifact digest
 	ownOrder  map[string][]string
-	ownBad    map[string]bool // reported already
+	ownBlob   map[string]string // blob digest -> "blob of airlock's <kind> of <subject> in <repo>"
 
 	// per check
 	records map[string]map[string]hpRecord
@@ -163,6 +170,10 @@ type hpWorld struct {
 	once  map[string]bool
 }
 
+// TestPropertyHostileUpstream runs the hostile-upstream model above with
+// a fixed seed (AIRLOCK_PROP_SEED replays another, AIRLOCK_PROP_STEPS runs
+// longer): gate.policy manual, signing on, a verify rule with the
+// publisher's key on hp/a only.
 func TestPropertyHostileUpstream(t *testing.T) {
 	t.Parallel()
 	seed := int64(hpDefaultSeed)
@@ -192,12 +203,12 @@ func TestPropertyHostileUpstream(t *testing.T) {
 	begin := time.Now()
 
 	w := &hpWorld{
-		t: t, rng: rand.New(rand.NewSource(seed)),
+		t: t, seed: seed, rng: rand.New(rand.NewSource(seed)),
 		repos: []string{"hp/a", "hp/b", "hp/c"}, ruleRepo: "hp/a",
 		nodes: map[string]*hpNode{}, bytes: map[string][]byte{}, pubSig: map[string]bool{}, hostileBlob: map[string]bool{},
-		pushed: map[string]map[string]bool{}, tags: map[string]map[string]*hpTag{}, tagOrder: map[string][]string{},
+		pushed: map[string]map[string]bool{}, uploaded: map[string]bool{}, tags: map[string]map[string]*hpTag{}, tagOrder: map[string][]string{},
 		sigSubj: map[string][]string{}, approved: map[string]map[string]bool{}, revokedOwn: map[string]map[string]bool{},
-		ownSeen: map[string]map[string]*hpOwn{}, ownOrder: map[string][]string{}, ownBad: map[string]bool{},
+		ownSeen: map[string]map[string]*hpOwn{}, ownOrder: map[string][]string{}, ownBlob: map[string]string{},
 		stats: map[string]int{}, once: map[string]bool{},
 		c: &http.Client{Timeout: 20 * time.Second},
 	}
@@ -278,7 +289,11 @@ func (w *hpWorld) add(n *hpNode) *hpNode {
 func (w *hpWorld) addBlob(b []byte) string {
 	d := sha256Hash(b).String()
 	w.bytes[d] = b
-	w.hostileBlob[d] = true
+	if !w.pubSig[d] {
+		// A valid publisher signature is evidence wherever the
+		// publisher also put its bytes, not smuggled content.
+		w.hostileBlob[d] = true
+	}
 	return d
 }
 
@@ -360,16 +375,32 @@ func (w *hpWorld) smuggle(mt string, n int) []hostileLayer {
 
 // pushNode pushes n to repo (its children and blobs with it) under tag "n-<name>".
 func (w *hpWorld) pushNode(repo string, n *hpNode) {
-	t := w.t
 	tag := "n-" + n.name
+	w.pushRaw(repo, tag, n)
 	if n.kind == "index" {
-		w.up.PushIndex(t, repo+":"+tag, n.idx)
 		w.markIndexPushed(repo, n)
 	} else {
-		w.up.PushImage(t, repo+":"+tag, n.img)
 		w.pushed[repo][n.digest] = true
 	}
 	w.setTag(repo, tag, n.digest, n.digest)
+}
+
+// pushRaw uploads n with plain registry API requests: every blob (always
+// uploaded, never skipped because a HEAD says the registry has it), the
+// children of an index by digest, then the manifest as repo:ref.
+func (w *hpWorld) pushRaw(repo, ref string, n *hpNode) {
+	t := w.t
+	for _, b := range n.blobs {
+		if w.uploaded[repo+"@"+b] {
+			continue
+		}
+		pushRawBlob(t, w.up, repo, w.bytes[b])
+		w.uploaded[repo+"@"+b] = true
+	}
+	for _, c := range append(append([]string(nil), n.children...), n.nested...) {
+		w.pushRaw(repo, c, w.nodes[c])
+	}
+	pushRawManifest(t, w.up, repo, ref, n.mt, n.raw)
 }
 
 func (w *hpWorld) markIndexPushed(repo string, n *hpNode) {
@@ -390,7 +421,7 @@ func (w *hpWorld) setTag(repo, tag, head, get string) {
 		w.tags[repo][tag] = tg
 		w.tagOrder[repo] = append(w.tagOrder[repo], tag)
 	}
-	tg.head, tg.get, tg.split = head, get, head != get
+	tg.head, tg.get = head, get
 	tg.history[head], tg.history[get] = true, true
 }
 
@@ -399,18 +430,13 @@ func (w *hpWorld) setTag(repo, tag, head, get string) {
 func (w *hpWorld) pushArtifact(repo, tag, nm string, layers []hostileLayer) *hpNode {
 	t := w.t
 	img := artifactImage(t, layers)
-	d := w.up.PushImage(t, repo+":"+tag, img)
 	c := describe(t, img)
-	n := &hpNode{name: nm, kind: "artifact", digest: d.String(), mt: c.MediaType, raw: c.Manifest, img: img}
+	n := &hpNode{name: nm, kind: "artifact", digest: c.Digest.String(), mt: c.MediaType, raw: c.Manifest, img: img}
 	n.blobs = append(n.blobs, w.addBlob(c.ConfigRaw))
 	for _, b := range c.LayerRaw {
-		ld := w.addBlob(b)
-		if w.pubSig[ld] {
-			// A valid publisher signature is evidence, not smuggled content.
-			delete(w.hostileBlob, ld)
-		}
-		n.blobs = append(n.blobs, ld)
+		n.blobs = append(n.blobs, w.addBlob(b))
 	}
+	w.pushRaw(repo, tag, n)
 	n = w.add(n)
 	w.pushed[repo][n.digest] = true
 	return n
@@ -423,6 +449,7 @@ func (w *hpWorld) pushSigFor(repo string, subject *hpNode) {
 		c := hostileContent{Digest: mustHash(w.t, subject.digest), MediaType: subject.mt, Manifest: subject.raw}
 		l := publisherSignature(w.t, w.up, repo, w.publisher, c)
 		w.pubSig[sha256Hash(l.Data).String()] = true
+		delete(w.hostileBlob, sha256Hash(l.Data).String())
 		layers = append(layers, l)
 	}
 	if w.rng.Intn(3) == 0 {
@@ -444,23 +471,12 @@ func (w *hpWorld) pushSigFor(repo string, subject *hpNode) {
 // listed in the referrers tag fallback "sha256-<hex>".
 func (w *hpWorld) pushReferrer(repo string, subject *hpNode) {
 	t := w.t
-	r, err := name.NewRepository(w.up.Host()+"/"+repo, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := []byte(`{"hostile":"referrer config"}`)
 	layers := w.smuggle("application/vnd.dev.cosign.simplesigning.v1+json", 1+w.rng.Intn(2))
 	var descs []v1.Descriptor
-	for _, b := range append([][]byte{cfg}, func() [][]byte {
-		var out [][]byte
-		for _, l := range layers {
-			out = append(out, l.Data)
-		}
-		return out
-	}()...) {
-		if err := remote.WriteLayer(r, static.NewLayer(b, types.OCILayer)); err != nil {
-			t.Fatalf("push referrer blob: %v", err)
-		}
+	pushRawBlob(t, w.up, repo, cfg)
+	for _, l := range layers {
+		pushRawBlob(t, w.up, repo, l.Data)
 	}
 	for _, l := range layers {
 		descs = append(descs, v1.Descriptor{MediaType: types.MediaType(l.MediaType), Digest: sha256Hash(l.Data), Size: int64(len(l.Data)), Annotations: l.Annotations})
@@ -660,6 +676,10 @@ func (w *hpWorld) settled(repo, d string) (hpRecord, bool) {
 
 func (w *hpWorld) pick(n int) int { return w.rng.Intn(n) }
 
+// ppick draws from the probe sampler, which is seeded per check so that
+// how many draws a check makes never shifts the sequence of operations.
+func (w *hpWorld) ppick(n int) int { return w.probe.Intn(n) }
+
 func (w *hpWorld) step() string {
 	repo := w.repos[w.pick(len(w.repos))]
 	in := w.approvableIn(repo)
@@ -704,6 +724,19 @@ func (w *hpWorld) step() string {
 			return "approve (nothing to approve in " + repo + ")"
 		}
 		d := cands[w.pick(len(cands))]
+		if w.pick(5) < 2 {
+			// Indexes more often: their platform manifests are served
+			// through them, and can then be revoked one by one.
+			var idx []string
+			for _, c := range cands {
+				if w.nodes[c].kind == "index" {
+					idx = append(idx, c)
+				}
+			}
+			if len(idx) > 0 {
+				d = idx[w.pick(len(idx))]
+			}
+		}
 		nm := w.nodes[d].name
 		rec, ok := w.settled(repo, d)
 		if !ok {
@@ -960,6 +993,15 @@ func (w *hpWorld) computeAllowed() {
 				}
 			}
 		}
+		// An own record in any state but approved wins over every other
+		// path, on /manifests/ and /blobs/ alike.
+		for _, set := range []map[string]string{am, ab} {
+			for d := range set {
+				if rec, has := recs[d]; has && rec.State != "approved" {
+					delete(set, d)
+				}
+			}
+		}
 	}
 }
 
@@ -1002,6 +1044,9 @@ func (w *hpWorld) ownArtifact(repo, a, subject, kind string) *hpOwn {
 	for i, desc := range append([]v1.Descriptor{m.Config}, m.Layers...) {
 		bd := desc.Digest.String()
 		o.blobs = append(o.blobs, bd)
+		if _, ok := w.ownBlob[bd]; !ok {
+			w.ownBlob[bd] = fmt.Sprintf("blob of airlock's %s of %s in %s", kind, sname, repo)
+		}
 		st, _, b, err := w.do(http.MethodGet, "/v2/"+repo+"/blobs/"+bd, nil)
 		if err != nil || st != http.StatusOK || sha256Hash(b).String() != bd {
 			w.violate("blob %s of airlock's %s %s of approved %s@%s: GET = %d (%v), %d bytes", bd, kind, a, repo, subject, st, err, len(b))
@@ -1078,6 +1123,7 @@ func (w *hpWorld) check(step int, what string) {
 	t := w.t
 	t.Helper()
 	w.viol = nil
+	w.probe = rand.New(rand.NewSource(w.seed*1000003 + int64(step)))
 	w.snapshot()
 	w.computeAllowed()
 	for _, repo := range w.repos {
@@ -1096,17 +1142,68 @@ func (w *hpWorld) name(d string) string {
 	if n, ok := w.nodes[d]; ok {
 		return n.name
 	}
-	for _, repo := range w.repos {
-		if o, ok := w.ownSeen[repo][d]; ok {
-			return "airlock's " + o.kind + " of " + w.nodes[o.subject].name
+	if w.isOwnManifest(d) {
+		for _, repo := range w.repos {
+			if o, ok := w.ownSeen[repo][d]; ok {
+				return "airlock's " + o.kind + " manifest of " + w.nodes[o.subject].name + " in " + repo
+			}
 		}
 	}
+	if nm, ok := w.ownBlob[d]; ok {
+		return nm
+	}
 	return "?"
+}
+
+// isOwn reports whether d is one of Airlock's artifact manifests or blobs.
+func (w *hpWorld) isOwn(d string) bool {
+	_, blob := w.ownBlob[d]
+	return blob || w.isOwnManifest(d)
+}
+
+// isOwnManifest reports whether d is one of Airlock's artifact manifests
+// (in any repository).
+func (w *hpWorld) isOwnManifest(d string) bool {
+	for _, repo := range w.repos {
+		if _, ok := w.ownSeen[repo][d]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *hpWorld) checkRepo(repo string) {
 	am, ab := w.allowM[repo], w.allowB[repo]
 	acceptM := map[string]string{"Accept": manifestAccept}
+
+	// Blobs first: a manifest request below may give a digest a record of
+	// its own, which then (rightly) stops it being served as a blob.
+	// Every digest the model knows (manifests included), and every blob of
+	// Airlock's artifacts ever seen.
+	var bcands []string
+	for d := range w.bytes {
+		bcands = append(bcands, d)
+	}
+	slices.Sort(bcands) // map order must not steer the random choices below
+	for _, d := range bcands {
+		allowed := ab[d] != ""
+		if !allowed && w.isOwn(d) && w.ppick(4) != 0 {
+			// Artifacts of earlier signings pile up over a long run: a
+			// quarter of them per check keeps checks fast.
+			continue
+		}
+		st, h, body, err := w.do(http.MethodGet, "/v2/"+repo+"/blobs/"+d, nil)
+		w.judgeBlob(repo, http.MethodGet, d, "", st, h, body, err, allowed)
+		if allowed || w.ppick(3) == 0 {
+			st, h, body, err = w.do(http.MethodHead, "/v2/"+repo+"/blobs/"+d, nil)
+			w.judgeBlob(repo, http.MethodHead, d, "", st, h, body, err, allowed)
+		}
+		if allowed || w.ppick(3) == 0 {
+			rng := w.randomRange(len(w.bytes[d]))
+			st, h, body, err = w.do(http.MethodGet, "/v2/"+repo+"/blobs/"+d, map[string]string{"Range": rng})
+			w.judgeBlob(repo, http.MethodGet, d, rng, st, h, body, err, allowed)
+		}
+	}
 
 	// Manifests by digest: every node (platform manifests without a record
 	// only once they are allowed, so that indexes get to serve them) and
@@ -1130,13 +1227,21 @@ func (w *hpWorld) checkRepo(repo string) {
 			continue
 		}
 		seen[d] = true
+		if am[d] == "" && w.isOwn(d) && w.ppick(4) != 0 {
+			continue
+		}
 		methods := []string{http.MethodGet}
-		if am[d] != "" || w.pick(2) == 0 {
+		if am[d] != "" || w.ppick(2) == 0 {
 			methods = append(methods, http.MethodHead)
 		}
 		for _, m := range methods {
 			st, h, body, err := w.do(m, "/v2/"+repo+"/manifests/"+d, acceptM)
-			w.judgeManifest(repo, m, d, d, st, h, body, err, am[d] != "")
+			w.judgeManifest(repo, m, d, d, "", st, h, body, err, am[d] != "")
+		}
+		if w.ppick(3) == 0 {
+			rng := w.randomRange(len(w.bytes[d]))
+			st, h, body, err := w.do(http.MethodGet, "/v2/"+repo+"/manifests/"+d, map[string]string{"Accept": manifestAccept, "Range": rng})
+			w.judgeManifest(repo, http.MethodGet, d, d, rng, st, h, body, err, am[d] != "")
 		}
 	}
 
@@ -1156,7 +1261,7 @@ func (w *hpWorld) checkRepo(repo string) {
 	}
 	for _, tag := range tags {
 		for _, m := range []string{http.MethodGet, http.MethodHead} {
-			if m == http.MethodHead && w.pick(2) == 0 {
+			if m == http.MethodHead && w.ppick(2) == 0 {
 				continue
 			}
 			st, h, body, err := w.do(m, "/v2/"+repo+"/manifests/"+tag, acceptM)
@@ -1194,33 +1299,38 @@ func (w *hpWorld) checkRepo(repo string) {
 			w.violate("referrers of %s@%s (%s, approved %v) = %v, want %v", repo, d, w.nodes[d].name, w.approved[repo][d], got, want)
 		}
 	}
+}
 
-	// Blobs: every digest the model knows (manifests included), and every
-	// blob of Airlock's artifacts ever seen.
-	var bcands []string
-	for d := range w.bytes {
-		bcands = append(bcands, d)
+// randomRange is a Range header for some bytes of a size-byte body.
+func (w *hpWorld) randomRange(size int) string {
+	first := w.ppick(max(size, 1))
+	last := first + w.ppick(max(size-first, 1))
+	if w.ppick(4) == 0 {
+		return fmt.Sprintf("bytes=-%d", 1+w.ppick(max(size, 1)))
 	}
-	slices.Sort(bcands) // map order must not steer the random choices below
-	for _, d := range bcands {
-		allowed := ab[d] != ""
-		st, h, body, err := w.do(http.MethodGet, "/v2/"+repo+"/blobs/"+d, nil)
-		w.judgeBlob(repo, http.MethodGet, d, "", st, h, body, err, allowed)
-		if allowed || w.pick(3) == 0 {
-			st, h, body, err = w.do(http.MethodHead, "/v2/"+repo+"/blobs/"+d, nil)
-			w.judgeBlob(repo, http.MethodHead, d, "", st, h, body, err, allowed)
+	return fmt.Sprintf("bytes=%d-%d", first, last)
+}
+
+// checkBody checks a 2xx GET answer against full: all of it for a 200,
+// the slice its Content-Range names for a 206.
+func (w *hpWorld) checkBody(what string, st int, h http.Header, body, full []byte) {
+	switch st {
+	case http.StatusOK:
+		if !bytes.Equal(body, full) {
+			w.violate("%s: body (%d bytes, sha256 %s) is not the %d bytes of that digest", what, len(body), sha256Hash(body), len(full))
 		}
-		if allowed || w.pick(3) == 0 {
-			size := len(w.bytes[d])
-			first := w.pick(max(size, 1))
-			last := first + w.pick(max(size-first, 1))
-			rng := fmt.Sprintf("bytes=%d-%d", first, last)
-			if w.pick(4) == 0 {
-				rng = fmt.Sprintf("bytes=-%d", 1+w.pick(max(size, 1)))
-			}
-			st, h, body, err = w.do(http.MethodGet, "/v2/"+repo+"/blobs/"+d, map[string]string{"Range": rng})
-			w.judgeBlob(repo, http.MethodGet, d, rng, st, h, body, err, allowed)
+	case http.StatusPartialContent:
+		var first, last, size int
+		if _, err := fmt.Sscanf(h.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &size); err != nil || size != len(full) || first < 0 || last >= size || first > last {
+			w.violate("%s = %d: Content-Range %q for a %d-byte body", what, st, h.Get("Content-Range"), len(full))
+			return
 		}
+		if !bytes.Equal(body, full[first:last+1]) {
+			w.violate("%s = %d: body is not bytes %d-%d of that digest", what, st, first, last)
+		}
+		w.stats["served:range"]++
+	default:
+		w.violate("%s = %d: a success that is neither 200 nor 206", what, st)
 	}
 }
 
@@ -1234,8 +1344,11 @@ func (w *hpWorld) transport(what string, st int, err error) bool {
 	return false
 }
 
-func (w *hpWorld) judgeManifest(repo, method, ref, d string, st int, h http.Header, body []byte, err error, allowed bool) {
+func (w *hpWorld) judgeManifest(repo, method, ref, d, rng string, st int, h http.Header, body []byte, err error, allowed bool) {
 	what := fmt.Sprintf("%s /v2/%s/manifests/%s (%s)", method, repo, ref, w.name(d))
+	if rng != "" {
+		what += " Range " + rng
+	}
 	if w.transport(what, st, err) {
 		return
 	}
@@ -1255,8 +1368,8 @@ func (w *hpWorld) judgeManifest(repo, method, ref, d string, st int, h http.Head
 		if got := h.Get("Docker-Content-Digest"); got != d {
 			w.violate("%s: Docker-Content-Digest %q, want %s", what, got, d)
 		}
-		if method == http.MethodGet && !bytes.Equal(body, w.bytes[d]) {
-			w.violate("%s: body (%d bytes, sha256 %s) is not the manifest's bytes", what, len(body), sha256Hash(body))
+		if method == http.MethodGet {
+			w.checkBody(what, st, h, body, w.bytes[d])
 		}
 	}
 }
@@ -1331,7 +1444,7 @@ func (w *hpWorld) judgeBlob(repo, method, d, rng string, st int, h http.Header, 
 	switch {
 	case ok2xx(st) && !allowed:
 		role := "a blob no servable manifest references"
-		if _, isManifest := w.nodes[d]; isManifest {
+		if _, isManifest := w.nodes[d]; isManifest || w.isOwnManifest(d) {
 			role = "a manifest's bytes, which is no config or layer of a servable manifest"
 		}
 		w.violate("LEAK: %s = %d with %d bytes: %s (%s)", what, st, len(body), role, w.stateSummary(repo, d))
@@ -1352,21 +1465,7 @@ func (w *hpWorld) judgeBlob(repo, method, d, rng string, st int, h http.Header, 
 		}
 		return
 	}
-	if st == http.StatusOK {
-		if !bytes.Equal(body, full) {
-			w.violate("%s: body (%d bytes, sha256 %s) is not the blob", what, len(body), sha256Hash(body))
-		}
-		return
-	}
-	var first, last, size int
-	if _, err := fmt.Sscanf(h.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &size); err != nil || size != len(full) || first < 0 || last >= size || first > last {
-		w.violate("%s = %d: Content-Range %q for a %d-byte blob", what, st, h.Get("Content-Range"), len(full))
-		return
-	}
-	if !bytes.Equal(body, full[first:last+1]) {
-		w.violate("%s = %d: body is not bytes %d-%d of the blob", what, st, first, last)
-	}
-	w.stats["served:range"]++
+	w.checkBody(what, st, h, body, full)
 }
 
 func (w *hpWorld) opStats() map[string]int {

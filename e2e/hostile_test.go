@@ -388,18 +388,28 @@ func imageJob(t testing.TB, al *Airlock, image string) (state string, signedAt s
 	return d.Image.State, signedAt, len(d.Job) > 0 && string(d.Job) != "null"
 }
 
-// rescanAndWait asks for a rescan of an approved image and waits until
-// its job is done and it is signed again.
+// rescanAndWait asks for a rescan of an approved image, waits until its
+// job is done, and checks that it is still approved and was signed again.
 func rescanAndWait(t *testing.T, al *Airlock, image string) {
 	t.Helper()
 	_, before, _ := imageJob(t, al, image)
 	al.action(t, "rescan", image, "hostile test: the publisher replaced the upstream .sig")
+	// The admin API queued the job before it answered: once it is gone,
+	// the rescan is over.
 	waitFor(t, 90*time.Second, "the rescan of "+image+" to finish", func() bool {
-		st, at, job := imageJob(t, al, image)
-		return !job && (st != "approved" || at != before)
+		_, _, job := imageJob(t, al, image)
+		return !job
 	})
-	if st, _, _ := imageJob(t, al, image); st != "approved" {
+	st, after, _ := imageJob(t, al, image)
+	if st != "approved" {
 		t.Fatalf("%s after its rescan: %s, want approved", image, st)
+	}
+	if after == before {
+		last := ""
+		if es := al.audit(t, image); len(es) > 0 {
+			last = es[0].Action + ": " + es[0].Reason
+		}
+		t.Errorf("the rescan of %s did not sign it again (signed_at still %s; last audit entry %q)", image, before, last)
 	}
 }
 
@@ -599,9 +609,10 @@ func TestHostileSigSmugglingVerifyRule(t *testing.T) {
 // (awaiting-approval); Q2 was never pulled. The publisher pushes X whose
 // layers are Q's and Q2's manifest bytes; an admin approves X. Q and Q2
 // are served neither by digest nor by tag (GET or HEAD); Q stays
-// awaiting-approval, Q2 gets a record of its own. Their bytes are still
-// served from /blobs/ — as layers of X, which is the role X was approved
-// in — and X itself is served.
+// awaiting-approval, Q2 gets a record of its own. Q2's bytes are served
+// from /blobs/ while Q2 has no record (a layer of X: the role X was
+// approved in), never once it has one, and Q's never (an own record in a
+// non-approved state wins on /blobs/ too). X itself is served.
 func TestHostileManifestAsLayer(t *testing.T) {
 	t.Parallel()
 	up := registrytest.NewUpstream(t)
@@ -629,6 +640,8 @@ func TestHostileManifestAsLayer(t *testing.T) {
 
 	assertServed(t, al, "approved X by digest", repo, "manifests", x.Digest.String(), x.Manifest)
 	assertServed(t, al, "approved X by tag", repo, "manifests", "1", x.Manifest)
+	assertServed(t, al, "a layer of approved X (the manifest bytes of Q2, which has no record)", repo, "blobs", q2.Digest.String(), q2.Manifest)
+	assertNotServed(t, al, "a layer of approved X that is Q's manifest (Q is awaiting-approval)", repo, "blobs", q.Digest.String())
 	assertNotServed(t, al, "Q (awaiting-approval) by digest", repo, "manifests", q.Digest.String())
 	assertNotServed(t, al, "Q (awaiting-approval) by tag", repo, "manifests", "q")
 	if d, _ := al.image(t, q.key(repo)); d.Image.State != "awaiting-approval" {
@@ -639,7 +652,7 @@ func TestHostileManifestAsLayer(t *testing.T) {
 	al.waitState(t, q2.key(repo), stateTimeout, "pending", "fetching", "awaiting-approval")
 	assertNotServed(t, al, "Q2 (queued) by digest", repo, "manifests", q2.Digest.String())
 	for _, c := range []hostileContent{q, q2} {
-		assertServed(t, al, "a layer of approved X (another image's manifest bytes)", repo, "blobs", c.Digest.String(), c.Manifest)
+		assertNotServed(t, al, "a layer of approved X that is the manifest of an image in quarantine", repo, "blobs", c.Digest.String())
 		assertNotServed(t, al, "config of an image in quarantine", repo, "blobs", c.Config.String())
 		assertNotServed(t, al, "layer of an image in quarantine", repo, "blobs", c.Layers[0].String())
 	}
@@ -733,8 +746,9 @@ func smallRcvBufClient() *http.Client {
 
 // TestHostileRevokeCutsInFlightBlob: a 64 MiB layer of an approved image
 // is being downloaded slowly (1 MiB read, then the reader pauses); an
-// admin revokes the image; the download ends with an error well before
-// the whole blob arrived, within seconds, and the next request is refused.
+// admin revokes the image; reading on at 4 MiB/s, the download ends with
+// an error (not a clean EOF) before half the blob arrived and within 10 s,
+// and the next request is refused.
 func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 	t.Parallel()
 	const size = 64 << 20
@@ -776,19 +790,36 @@ func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 		t.Fatal("the first MiB is not the layer's")
 	}
 	// The reader pauses: the server's writes block on full socket buffers.
+	// After the revoke it reads on at 4 MiB/s, so the whole blob would take
+	// 16 s: a cut made within a few seconds, however the server notices the
+	// revoke, ends the download well short of its end.
 	al.action(t, "revoke", key, "hostile test: revoked mid-download")
 	revoked := time.Now()
-	n, err := io.Copy(io.Discard, resp.Body)
+	const rate = 4 << 20
+	buf := make([]byte, 64<<10)
+	var n int64
+	var rerr error
+	for {
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if err != nil {
+			rerr = err
+			break
+		}
+		if due := time.Duration(float64(n) / rate * float64(time.Second)); time.Since(revoked) < due {
+			time.Sleep(due - time.Since(revoked))
+		}
+	}
 	total := int64(len(head)) + n
 	elapsed := time.Since(revoked)
-	t.Logf("after the revoke the client read %d more bytes in %s (%d of %d in all), ending with %v", n, elapsed.Round(time.Millisecond), total, size, err)
+	t.Logf("after the revoke the client read %d more bytes in %s (%d of %d in all), ending with %v", n, elapsed.Round(time.Millisecond), total, size, rerr)
 	switch {
 	case total >= size:
 		t.Errorf("LEAK: the whole %d-byte blob of the revoked image arrived (%d bytes after the revoke, %s)", size, n, elapsed.Round(time.Millisecond))
-	case err == nil:
-		t.Errorf("the cut download ended without an error after %d of %d bytes: a client cannot tell it from a complete one", total, size)
+	case rerr == io.EOF:
+		t.Errorf("the cut download ended with a clean EOF after %d of %d bytes: a client cannot tell it from a complete one", total, size)
 	case total > size/2:
-		t.Errorf("the download went on for %d of %d bytes after the revoke", total, size)
+		t.Errorf("the download went on for %d of %d bytes (%s) after the revoke", total, size, elapsed.Round(time.Millisecond))
 	}
 	if elapsed > 10*time.Second {
 		t.Errorf("the download was cut only %s after the revoke", elapsed)

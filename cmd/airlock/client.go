@@ -97,7 +97,8 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		var rows [][]string
 		for _, img := range out.Images {
-			rows = append(rows, []string{safe(string(img.State)), safe(img.Ref.String()), safe(tagColumn(img)), img.Updated.Format(time.RFC3339), safe(img.Reason)})
+			// printTable escapes every cell; escaping here too would quote twice.
+			rows = append(rows, []string{string(img.State), img.Ref.String(), tagColumn(img), img.Updated.Format(time.RFC3339), img.Reason})
 		}
 		return printTable(stdout, []string{"STATE", "IMAGE", "TAGS", "UPDATED", "REASON"}, rows)
 	case "images show":

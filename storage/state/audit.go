@@ -36,27 +36,38 @@ var (
 // it the oldest is forgotten (a later repeat of it is appended again).
 const maxRunKeys = 32
 
-// runKey is one entry of an image's retry run.
+// auditRun is an image's current run of pipeline entries.
+type auditRun struct {
+	// Failed is set once the run recorded a failure: only then is it a
+	// retry loop whose repeats are folded.
+	Failed bool     `json:"failed,omitempty"`
+	Keys   []runKey `json:"keys"`
+}
+
+// runKey is one entry of an image's run.
 type runKey struct {
 	Key string `json:"k"`
 	Seq uint64 `json:"s"`
 }
 
-// appendAudit writes e to the audit log in tx, folding automatic repeats.
+// appendAudit writes e to the audit log in tx, folding automatic retries.
 //
 // The folding rule: an entry by the pipeline (ActorPipeline) whose image,
 // action, from-state, to-state and reason class equal those of an entry
-// in the image's current retry run is not appended; instead that earlier
-// entry's Repeats goes up by one and its Last time and Reason become the
-// new entry's. A retry run is the sequence of pipeline entries of one
-// image since the last entry of that image by anyone else (a pull's
-// request, an admin action, the scheduler) and since the pipeline last
-// moved the image to a state that is neither in the pipeline nor failed
-// (approved, rejected, awaiting-approval, revoked): those entries end the
-// run, and the next pipeline entry starts a new one. The reason class is
-// the reason without its retry annotation (" (attempt …" or " (gave up …")
-// and with every run of digits read as one, so "attempt 3 of 8, 503 after
-// 1.2s" repeats "attempt 2 of 8, 503 after 0.9s".
+// in the image's current run, once that run has recorded a failure, is not
+// appended; instead that earlier entry's Repeats goes up by one and its
+// Last time and Reason become the new entry's. A run is the sequence of
+// pipeline entries of one image since the last entry of that image by
+// anyone else (a pull's request, an admin action, the scheduler) and since
+// the pipeline last moved the image to a state that is neither in the
+// pipeline nor failed (approved, rejected, awaiting-approval, revoked):
+// those entries end the run, and the next pipeline entry starts a new one.
+// Only a run with a failure folds, so a job resumed after a restart, which
+// repeats its steps without having failed, is recorded in full. The reason
+// class is the reason without its retry annotation (" (attempt …" or
+// " (gave up …") and with digests and digit runs read as one token (see
+// reasonClass), so "attempt 3 of 8, 503 after 1.2s" repeats "attempt 2 of
+// 8, 503 after 0.9s".
 //
 // So a job that retries with backoff leaves one entry per distinct
 // transition, not one per attempt, while every entry by another actor —
@@ -71,15 +82,15 @@ func appendAudit(tx *bolt.Tx, e Entry) error {
 	}
 	imageKey := []byte(e.Image)
 	ends := e.Actor != ActorPipeline || endsRun(e.To)
-	var run []runKey
+	var run auditRun
 	if e.Actor == ActorPipeline && e.Image != "" {
 		if raw := runs.Get(imageKey); raw != nil {
 			// A run that does not decode is only an optimisation lost.
 			_ = json.Unmarshal(raw, &run)
 		}
 		key := foldKey(e)
-		for i, r := range run {
-			if r.Key != key {
+		for i, r := range run.Keys {
+			if !run.Failed || r.Key != key {
 				continue
 			}
 			folded, err := foldInto(tx, r.Seq, e)
@@ -93,7 +104,7 @@ func appendAudit(tx *bolt.Tx, e Entry) error {
 				return nil
 			}
 			// The entry was pruned: forget it and append anew.
-			run = append(run[:i], run[i+1:]...)
+			run.Keys = append(run.Keys[:i], run.Keys[i+1:]...)
 			break
 		}
 	}
@@ -107,9 +118,10 @@ func appendAudit(tx *bolt.Tx, e Entry) error {
 	case ends:
 		return runs.Delete(imageKey)
 	}
-	run = append(run, runKey{Key: foldKey(e), Seq: seq})
-	if len(run) > maxRunKeys {
-		run = run[len(run)-maxRunKeys:]
+	run.Failed = run.Failed || e.To == StateFailed
+	run.Keys = append(run.Keys, runKey{Key: foldKey(e), Seq: seq})
+	if len(run.Keys) > maxRunKeys {
+		run.Keys = run.Keys[len(run.Keys)-maxRunKeys:]
 	}
 	raw, err := json.Marshal(run)
 	if err != nil {

@@ -188,6 +188,24 @@ func TestRetryTransitionsAreFolded(t *testing.T) {
 	}
 }
 
+// TestResumedRunIsNotFolded: a job resumed after a restart repeats its
+// steps without having failed; every one of them is recorded.
+func TestResumedRunIsNotFolded(t *testing.T) {
+	s, _ := openStore(t)
+	r := ref("library/resumed", "r")
+	if _, _, err := s.Request(r, "pull"); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []State{StateFetching, StateScanning, StateFetching, StateScanning, StateAwaitingApproval} {
+		if _, err := s.Transition(r, Change{To: st, Actor: ActorPipeline, Action: "step:" + string(st), Reason: string(st) + " in progress"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es := mustAudit(t, s, r.String()); len(es) != 6 {
+		t.Errorf("request and 5 transitions wrote %d entries, want 6", len(es))
+	}
+}
+
 // TestFinalStateEndsRun: an approval ends the run, so the same pipeline
 // transition later (a scheduled rescan each day) is recorded each time.
 func TestFinalStateEndsRun(t *testing.T) {
