@@ -38,6 +38,11 @@ func (e *Engine) RescanAll(actor, reason string, olderThan time.Duration) (resca
 			if _, err := e.store.Job(img.Ref); err == nil {
 				continue // already retrying
 			}
+			if img.Permanent && actor == ActorScheduler {
+				// A schedule retrying what cannot succeed would churn
+				// hourly; an admin's import or rescan still retries it.
+				continue
+			}
 			if _, err := e.store.Reset(img.Ref, state.Change{From: []state.State{state.StateFailed}, Actor: actor, Action: "retry", Reason: reason}); err != nil {
 				return rescans, retries, err
 			}

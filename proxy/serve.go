@@ -201,6 +201,9 @@ func DeniedMessage(img state.Image) string {
 	case state.StateRevoked:
 		return fmt.Sprintf("%s was revoked: %s", img.Ref, reason)
 	case state.StateFailed:
+		if img.Permanent {
+			return fmt.Sprintf("%s is in quarantine (failed: %s); it will not be retried unless an admin rescans it", img.Ref, reason)
+		}
 		return fmt.Sprintf("%s is in quarantine (failed: %s); retry later", img.Ref, reason)
 	case state.StateAwaitingApproval:
 		return fmt.Sprintf("%s is in quarantine (awaiting-approval: %s)", img.Ref, reason)

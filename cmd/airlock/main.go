@@ -22,7 +22,10 @@ Usage:
   airlock images list [--state STATE]       list images Airlock knows
   airlock images show IMAGE                 show one image with its audit trail
   airlock approve IMAGE [--reason TEXT]     approve an image (serve it)
-  airlock revoke IMAGE [--reason TEXT]      revoke an image (stop serving it at once)
+  airlock revoke IMAGE [--reason TEXT] [--allow-fallback]
+                                            revoke an image (stop serving it at once); by
+                                            tag, the tag is refused until a newer digest is
+                                            approved unless --allow-fallback
   airlock rescan IMAGE [--reason TEXT]      re-run the checks on an image
   airlock audit [--image IMAGE] [--limit N] print the audit log, newest first
   airlock jobs                              list the pipeline queue
