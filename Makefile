@@ -16,7 +16,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 3x
 
 .DEFAULT_GOAL := build
-.PHONY: build run test test-unit test-e2e fuzz bench fmt fmt-check vet clean help
+.PHONY: build run test test-unit test-e2e fuzz fuzz-long bench fmt fmt-check vet clean help
 
 ## build: bin/airlock, a static binary stamped with the git version
 build:
@@ -67,6 +67,14 @@ test-e2e:
 ## fuzz: fuzz the router's name/reference/ns parser for $(FUZZTIME)
 fuzz:
 	$(GO) test ./proxy/route -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME)
+
+## fuzz-long: the router fuzzer for 10 minutes, then the hostile-upstream
+##            property test with many more steps and a new random seed each
+##            run (the seed is printed; replay with AIRLOCK_PROP_SEED=...)
+fuzz-long:
+	$(GO) test ./proxy/route -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime 10m
+	AIRLOCK_PROP_SEED=$${AIRLOCK_PROP_SEED:-$$(date +%s%N)} AIRLOCK_PROP_STEPS=$${AIRLOCK_PROP_STEPS:-400} AIRLOCK_PROP_BUDGET=$${AIRLOCK_PROP_BUDGET:-30m} \
+	  $(GO) test -count=1 -timeout 60m -run '^TestPropertyHostileUpstream$$' -v ./e2e/
 
 ## bench: run every benchmark for a fixed BENCHTIME (default 3x), among them
 ##        airlock's scan pipeline vs the grype CLI (see docs/BENCHMARKS.md)

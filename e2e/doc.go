@@ -6,7 +6,9 @@
 // upstream. Clients pull THROUGH airlock with go-containerregistry's remote
 // package and plain HTTP; admin actions go through the admin HTTP API and the
 // airlock CLI itself. Nothing here talks to the internet and every listener
-// binds 127.0.0.1.
+// binds 127.0.0.1, except one: the test of `airlock serve` with no config
+// (embedded defaults, ":5000") runs it inside a network namespace of its
+// own, where that address reaches nothing else.
 //
 // Run them with:
 //
