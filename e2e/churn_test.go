@@ -8,13 +8,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,67 +144,6 @@ func TestChurnPermanentFailure(t *testing.T) {
 	})
 }
 
-// startAirlockEdited is startAirlock with the written config passed
-// through edit first, for keys the options do not cover.
-func startAirlockEdited(t *testing.T, up *registrytest.Upstream, o options, edit func(string) string) *Airlock {
-	t.Helper()
-	if o.DataDir == "" {
-		o.DataDir = t.TempDir()
-	}
-	dir := t.TempDir()
-	regPort, adminPort := freePort(t), freePort(t)
-	for adminPort == regPort {
-		adminPort = freePort(t)
-	}
-	a := &Airlock{
-		t:        t,
-		Host:     fmt.Sprintf("127.0.0.1:%d", regPort),
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", regPort),
-		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		DataDir:  o.DataDir,
-		Config:   writeConfig(t, dir, up, o, regPort, adminPort),
-		LogPath:  filepath.Join(dir, "airlock.log"),
-		done:     make(chan struct{}),
-	}
-	b, err := os.ReadFile(a.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := edit(string(b))
-	if cfg == string(b) {
-		t.Fatal("the config edit changed nothing")
-	}
-	if err := os.WriteFile(a.Config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(a.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.cmd = exec.Command(airlockBin, "serve", "--config", a.Config)
-	a.cmd.Env = childEnv()
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	logf.Close()
-	go func() {
-		a.waitErr = a.cmd.Wait()
-		close(a.done)
-	}()
-	t.Cleanup(func() {
-		a.stop(syscall.SIGTERM, 20*time.Second)
-		if t.Failed() {
-			t.Logf("airlock (pid %d, %s) log tail:\n%s", a.cmd.Process.Pid, a.Host, a.logTail(80))
-		}
-	})
-	if err := a.waitReady(20 * time.Second); err != nil {
-		t.Fatalf("start airlock: %v; log:\n%s", err, a.logTail(40))
-	}
-	return a
-}
-
 // TestChurnRescanSkipsBackoff: `airlock rescan` of a failed image that
 // waits out a one-hour backoff runs it now.
 func TestChurnRescanSkipsBackoff(t *testing.T) {
@@ -236,10 +171,10 @@ func TestChurnRescanSkipsBackoff(t *testing.T) {
 	}))
 	t.Cleanup(front.Close)
 
-	al := startAirlockEdited(t, up, options{UpstreamURL: front.URL}, func(cfg string) string {
+	al := startAirlock(t, up, options{UpstreamURL: front.URL, Edit: func(cfg string) string {
 		cfg = strings.Replace(cfg, "    backoff: 200ms\n", "    backoff: 1h\n", 1)
 		return strings.Replace(cfg, "    max_backoff: 2s\n", "    max_backoff: 2h\n", 1)
-	})
+	}})
 	if r := al.getManifest(t, repo, d.String()); r.Status != http.StatusForbidden {
 		t.Fatalf("first pull = %d %s, want 403", r.Status, r.Body)
 	}

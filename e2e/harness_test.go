@@ -90,6 +90,9 @@ type options struct {
 	TagTTL time.Duration
 	// LogLevel is log.level; empty means info.
 	LogLevel string
+	// Edit, if set, rewrites the written config, for keys the options do
+	// not cover; an edit that changes nothing fails the test.
+	Edit func(cfg string) string
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -236,6 +239,19 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 		Config:   writeConfig(t, dir, up, o, regPort, adminPort),
 		LogPath:  filepath.Join(dir, "airlock.log"),
 		done:     make(chan struct{}),
+	}
+	if o.Edit != nil {
+		b, err := os.ReadFile(a.Config)
+		if err != nil {
+			return nil, err
+		}
+		cfg := o.Edit(string(b))
+		if cfg == string(b) {
+			t.Fatal("the config edit changed nothing")
+		}
+		if err := os.WriteFile(a.Config, []byte(cfg), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	logf, err := os.Create(a.LogPath)
 	if err != nil {
