@@ -31,8 +31,10 @@ const decisionsPerOp = 2000
 // One iteration (op) makes decisionsPerOp decisions, so ns/op and B/op are
 // per 2000 decisions.
 //
-// Sub-benchmarks: an approved image (the hit path of every cached pull)
-// and a digest Airlock does not know (the path of a first pull), each from
+// Sub-benchmarks: an approved image (the hit path of every cached pull),
+// a digest Airlock does not know (the path of a first pull), and a layer
+// of an approved image (BlobDecision: its link, then the rule for the
+// manifest that lists it), each from
 // one goroutine and from GOMAXPROCS goroutines (b.RunParallel). Reported:
 // decisions/s (per second of wall time, over all goroutines).
 func BenchmarkManifestDecision(b *testing.B) {
@@ -52,14 +54,24 @@ func BenchmarkManifestDecision(b *testing.B) {
 		r.Digest = digest.FromString(fmt.Sprintf("unknown-%d", i))
 		unknown[i] = r
 	}
+	layers := make([]Ref, len(refs))
+	for i, r := range refs {
+		r.Digest = digest.FromString(fmt.Sprintf("layer-a-%d", i))
+		layers[i] = r
+	}
 	cases := []struct {
 		name  string
 		refs  []Ref
+		blob  bool
 		serve bool
-	}{{"approved", refs, true}, {"unknown", unknown, false}}
+	}{{"approved", refs, false, true}, {"unknown", unknown, false, false}, {"approved-layer", layers, true, true}}
 	for _, c := range cases {
 		check := func(b *testing.B, r Ref) {
-			dec, err := s.ManifestDecision(r.Upstream, r.Repository, r.Digest)
+			decide := s.ManifestDecision
+			if c.blob {
+				decide = s.BlobDecision
+			}
+			dec, err := decide(r.Upstream, r.Repository, r.Digest)
 			if err != nil {
 				b.Fatal(err)
 			}
