@@ -241,6 +241,13 @@ func TestTagMovedServesLastApproved(t *testing.T) {
 				if r.Status != http.StatusOK || r.Header.Get("Docker-Content-Digest") != dA.String() {
 					t.Errorf("GET of the moved tag: %d, Docker-Content-Digest %q, want 200 and %s", r.Status, r.Header.Get("Docker-Content-Digest"), dA)
 				}
+				// The answer says that a newer digest waits, and in what state.
+				if got := r.Header.Get("Airlock-Pending-Digest"); got != dB.String() {
+					t.Errorf("Airlock-Pending-Digest = %q, want the new digest %s", got, dB)
+				}
+				if got := r.Header.Get("Airlock-Pending-State"); got == "" || got == "approved" {
+					t.Errorf("Airlock-Pending-State = %q, want a quarantine state", got)
+				}
 				assertSame(t, "moved tag (last approved)", wantA, mustPull(t, byTag))
 			}
 			// The digest already approved stays served either way.
@@ -328,5 +335,22 @@ func TestUpstreamDownServesApproved(t *testing.T) {
 	r = al.getManifest(t, repo, "sha256:"+strings.Repeat("ab", 32))
 	if r.Status == http.StatusOK || r.Status < 400 {
 		t.Errorf("unknown digest with upstream down: %d, want an error status", r.Status)
+	}
+	// The log says "serving the last approved digest" only when it did:
+	// for the tag that has one, naming it, and never for the never-seen tag.
+	var served, never int
+	for _, line := range strings.Split(al.Log(), "\n") {
+		if !strings.Contains(line, "serving the last approved digest") {
+			continue
+		}
+		if strings.Contains(line, "never-seen") {
+			never++
+		}
+		if strings.Contains(line, "stable") && strings.Contains(line, d.String()) {
+			served++
+		}
+	}
+	if served == 0 || never != 0 {
+		t.Errorf("log lines about serving the last approved digest: %d for the approved tag, %d for the never-seen one (want >0 and 0)", served, never)
 	}
 }
