@@ -6,6 +6,7 @@ require (
 	github.com/anchore/grype v0.121.2
 	github.com/anchore/stereoscope v0.4.1
 	github.com/anchore/syft v1.57.0
+	github.com/aws/aws-sdk-go v1.55.8
 	github.com/containerd/containerd/v2 v2.4.2
 	github.com/distribution/distribution/v3 v3.1.2
 	github.com/google/go-containerregistry v0.22.1
@@ -316,6 +317,7 @@ require (
 	github.com/jinzhu/copier v0.4.0 // indirect
 	github.com/jinzhu/inflection v1.0.0 // indirect
 	github.com/jinzhu/now v1.1.5 // indirect
+	github.com/jmespath/go-jmespath v0.4.1-0.20220621161143-b0104c826a24 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/kastenhq/goversion v0.0.0-20230811215019-93b2f8823953 // indirect
 	github.com/kevinburke/ssh_config v1.2.0 // indirect

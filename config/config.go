@@ -146,11 +146,67 @@ const minDBMaxSize = 1 << 20
 // Storage selects a distribution v3 storage driver by name with its
 // driver-specific parameters (the same keys distribution's config uses).
 type Storage struct {
-	// Driver is a registered distribution driver name: "filesystem" (default) or "inmemory".
+	// Driver is a registered distribution driver name: "filesystem"
+	// (default), "inmemory" or "s3" (S3-compatible object storage through
+	// distribution's s3-aws driver).
 	Driver string `yaml:"driver"`
 	// Parameters are passed to the driver factory. For "filesystem" the
-	// rootdirectory defaults to <data_dir>/content.
+	// rootdirectory defaults to <data_dir>/content. For "s3": bucket,
+	// region, regionendpoint, secure, v4auth, forcepathstyle,
+	// rootdirectory, chunksize, ... as in distribution's config; the
+	// credentials come from the environment (AWS_ACCESS_KEY_ID,
+	// AWS_SECRET_ACCESS_KEY) or the SDK's chain, never from this file.
 	Parameters map[string]any `yaml:"parameters"`
+}
+
+// s3CredentialKeys are the s3 parameters refused in the config file: a
+// config is copied, printed and committed, so secrets stay in the
+// environment (or a role). storage/content refuses them too.
+var s3CredentialKeys = []string{"accesskey", "secretkey", "sessiontoken"}
+
+func (s Storage) validate() error {
+	switch s.Driver {
+	case "":
+		return errors.New("driver: must not be empty")
+	case "s3":
+		for _, k := range s3CredentialKeys {
+			// The value is never echoed: it is a secret.
+			if v, ok := s.Parameters[k]; ok && v != nil && fmt.Sprint(v) != "" {
+				return fmt.Errorf("parameters.%s: S3 credentials are not read from the config file; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment, or use an instance/pod role", k)
+			}
+		}
+		if b, _ := s.Parameters["bucket"].(string); strings.TrimSpace(b) == "" {
+			return errors.New("parameters.bucket: required for the s3 driver")
+		}
+		region, _ := s.Parameters["region"].(string)
+		endpoint, _ := s.Parameters["regionendpoint"].(string)
+		if region == "" && endpoint == "" {
+			return errors.New("parameters.region: required for the s3 driver (or set regionendpoint for an S3-compatible server)")
+		}
+		if endpoint != "" {
+			u, err := url.Parse(endpoint)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return errors.New("parameters.regionendpoint: must be an http:// or https:// URL")
+			}
+		}
+		for _, k := range []string{"secure", "v4auth", "forcepathstyle", "encrypt", "skipverify"} {
+			switch v := s.Parameters[k].(type) {
+			case nil, bool:
+			case string:
+				if v != "true" && v != "false" {
+					return fmt.Errorf("parameters.%s: must be true or false", k)
+				}
+			default:
+				return fmt.Errorf("parameters.%s: must be true or false", k)
+			}
+		}
+		if rd, ok := s.Parameters["rootdirectory"]; ok && rd != nil {
+			if _, ok := rd.(string); !ok {
+				return errors.New("parameters.rootdirectory: must be a key prefix such as /airlock")
+			}
+		}
+	}
+	return nil
 }
 
 // Admin configures the admin API listener.
@@ -333,8 +389,8 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data_dir: must not be empty")
 	}
-	if c.Storage.Driver == "" {
-		return errors.New("storage.driver: must not be empty")
+	if err := c.Storage.validate(); err != nil {
+		return fmt.Errorf("storage.%w", err)
 	}
 	if len(c.Upstreams) == 0 {
 		return errors.New("upstreams: at least one upstream is required")

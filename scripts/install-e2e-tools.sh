@@ -3,7 +3,9 @@
 #   Debian packages: skopeo, containerd (ctr), podman, docker.io (dockerd and
 #   /usr/bin/docker), busybox-static (a static /bin/busybox for runnable test
 #   images);
-#   Go module proxy: crane, at the go-containerregistry version in go.mod.
+#   Go module proxy: crane, at the go-containerregistry version in go.mod;
+#   the MinIO server (a real S3 implementation for the S3 content-store
+#   tests), at a pinned version (a cold build takes ~3-5 min on 2 cores).
 # Idempotent: only what is missing is installed, and `apt-get update` runs
 # only when a package is missing. Non-interactive (no stdin needed).
 # Installing a package never starts its services for the tests: the tests
@@ -76,4 +78,20 @@ else
   echo "install-e2e-tools: crane $want already installed"
 fi
 
-echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version)"
+# MinIO server, pinned: its module has no tagged releases on the proxy,
+# only pseudo-versions. The installed version is read from the binary's
+# build info (`minio --version` prints a release name, not the module
+# version).
+minio_version=v0.0.0-20260212201848-7aac2a2c5b7c
+minio_have=""
+if [ -x "$gobin/minio" ]; then
+  minio_have=$(go version -m "$gobin/minio" 2>/dev/null | awk '$1 == "mod" && $2 == "github.com/minio/minio" {print $3}')
+fi
+if [ "$minio_have" = "$minio_version" ]; then
+  echo "install-e2e-tools: minio $minio_version already installed"
+else
+  echo "install-e2e-tools: installing minio $minio_version into $gobin (had: ${minio_have:-none}; a cold build takes minutes)"
+  GOFLAGS= go install "github.com/minio/minio@$minio_version" </dev/null
+fi
+
+echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version), minio $minio_version"

@@ -112,9 +112,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Uploads a kill interrupted are garbage; their jobs run again.
+	// Uploads a kill interrupted are garbage; their jobs run again. On S3
+	// this is also the first request to the bucket, so wrong credentials or
+	// an unreachable endpoint stop the start here, named as storage.
 	if err := cs.CleanUploads(ctx); err != nil {
-		return err
+		return fmt.Errorf("storage (%s): %w", cfg.Storage.Driver, err)
 	}
 	// A state file from before serving by role gets its links first.
 	if n, err := gate.Relink(ctx, store, cs); err != nil {

@@ -19,8 +19,9 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
 
-	// The drivers Airlock can be configured with. Others (s3, gcs, azure)
-	// register the same way; they are left out to keep the binary small.
+	// The drivers Airlock can be configured with; s3 is registered in s3.go.
+	// Others (gcs, azure) register the same way; they are left out to keep
+	// the binary small.
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 )
@@ -42,7 +43,15 @@ type Store struct {
 }
 
 // New returns a store on the named distribution driver with its parameters.
+// Errors never include the parameters: they may hold secrets.
 func New(ctx context.Context, driver string, params map[string]any) (*Store, error) {
+	if driver == S3DriverName {
+		d, err := newS3Driver(ctx, params)
+		if err != nil {
+			return nil, err
+		}
+		return &Store{driver: d}, nil
+	}
 	d, err := factory.Create(ctx, driver, params)
 	if err != nil {
 		return nil, fmt.Errorf("storage driver %s: %w", driver, err)
@@ -88,6 +97,14 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, i
 	size, err := s.Stat(ctx, d)
 	if err != nil {
 		return nil, 0, err
+	}
+	if s.driver.Name() != "filesystem" {
+		// On object storage, opening a reader starts a GET of the whole
+		// object from offset 0, which http.ServeContent would throw away
+		// at once when it probes the size and seeks to a Range. The lazy
+		// reader opens the driver stream at the offset of the first Read
+		// instead, so a Range costs one ranged GET.
+		return &reader{ctx: ctx, driver: s.driver, path: blobPath(d), size: size}, size, nil
 	}
 	rc, err := s.driver.Reader(ctx, blobPath(d), 0)
 	if err != nil {
