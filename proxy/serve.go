@@ -297,8 +297,9 @@ func blockedMessage(name, kind string, dec state.Decision) string {
 	return name + " is a " + kind + " of " + DeniedMessage(*b)
 }
 
-// blob serves GET/HEAD /v2/<name>/blobs/<digest> (with Range) only when an
-// approved image of this repository references it.
+// blob serves GET/HEAD /v2/<name>/blobs/<digest> (with Range) only when the
+// serving rule (storage/state) allows it in this repository: a config or
+// layer of a servable manifest, or a blob of Airlock's current artifact.
 func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 	rt, d, ok := s.routeDigest(w, r)
 	if !ok {
