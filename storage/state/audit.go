@@ -76,10 +76,8 @@ type runKey struct {
 // The fold happens in the caller's transaction, like the transition it
 // records.
 func appendAudit(tx *bolt.Tx, e Entry) error {
-	runs, err := tx.CreateBucketIfNotExists(bucketAuditRuns)
-	if err != nil {
-		return fmt.Errorf("audit runs: %w", err)
-	}
+	// Open creates the bucket: no bucket work on this hot write path.
+	runs := tx.Bucket(bucketAuditRuns)
 	imageKey := []byte(e.Image)
 	ends := e.Actor != ActorPipeline || endsRun(e.To)
 	var run auditRun
@@ -236,11 +234,7 @@ func auditCount(tx *bolt.Tx) (uint64, error) {
 }
 
 func setAuditCount(tx *bolt.Tx, n uint64) error {
-	meta, err := tx.CreateBucketIfNotExists(bucketAuditMeta)
-	if err != nil {
-		return fmt.Errorf("audit meta: %w", err)
-	}
-	return meta.Put(keyAuditCount, itob(n))
+	return tx.Bucket(bucketAuditMeta).Put(keyAuditCount, itob(n))
 }
 
 // AuditCount returns the number of entries in the audit log.

@@ -329,27 +329,32 @@ func (s *Store) ChildOf(ref Ref) (Image, Link, error) {
 		link Link
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := txView{tx}
-		links, err := v.links(ref)
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if l.Role != RoleChild {
-				continue
-			}
-			img, ok, err := v.image(Ref{Upstream: ref.Upstream, Repository: ref.Repository, Digest: l.Image})
-			if err != nil {
-				return err
-			}
-			if ok && slices.Contains(img.Manifests, ref.Digest) {
-				idx, link = img, l
-				return nil
-			}
-		}
-		return fmt.Errorf("%s is no platform manifest of a fetched index: %w", ref, ErrNotFound)
+		var err error
+		idx, link, err = childIndex(txView{tx}, ref)
+		return err
 	})
 	return idx, link, err
+}
+
+// childIndex finds the fetched index that lists platform manifest ref.
+func childIndex(v view, ref Ref) (Image, Link, error) {
+	links, err := v.links(ref)
+	if err != nil {
+		return Image{}, Link{}, err
+	}
+	for _, l := range links {
+		if l.Role != RoleChild {
+			continue
+		}
+		img, ok, err := v.image(Ref{Upstream: ref.Upstream, Repository: ref.Repository, Digest: l.Image})
+		if err != nil {
+			return Image{}, Link{}, err
+		}
+		if ok && slices.Contains(img.Manifests, ref.Digest) {
+			return img, l, nil
+		}
+	}
+	return Image{}, Link{}, fmt.Errorf("%s is no platform manifest of a fetched index: %w", ref, ErrNotFound)
 }
 
 // Adopt gives platform manifest ref of a fetched index a record of its
@@ -366,27 +371,9 @@ func (s *Store) Adopt(ref Ref, c Change) (Image, error) {
 		} else if ok {
 			return fmt.Errorf("%s has a record of its own: %w", ref, ErrConflict)
 		}
-		links, err := v.links(ref)
+		idx, link, err := childIndex(v, ref)
 		if err != nil {
 			return err
-		}
-		var idx *Image
-		var link Link
-		for _, l := range links {
-			if l.Role != RoleChild {
-				continue
-			}
-			cand, ok, err := v.image(Ref{Upstream: ref.Upstream, Repository: ref.Repository, Digest: l.Image})
-			if err != nil {
-				return err
-			}
-			if ok && slices.Contains(cand.Manifests, ref.Digest) {
-				idx, link = &cand, l
-				break
-			}
-		}
-		if idx == nil {
-			return fmt.Errorf("%s is no platform manifest of a fetched index: %w", ref, ErrNotFound)
 		}
 		// The child's blobs are its config and layers, as linked.
 		var blobs []digest.Digest

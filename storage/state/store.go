@@ -66,7 +66,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks} {
+		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
