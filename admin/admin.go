@@ -196,9 +196,18 @@ func (s *Server) publicKey(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(s.pubKey)
 }
 
+// ErrDegraded marks a readiness error under which the process still
+// serves: /readyz answers 200 with "degraded: ..." so a load balancer
+// keeps the replica, and monitoring sees the reason.
+var ErrDegraded = errors.New("degraded")
+
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.ready != nil {
-		if err := s.ready(); err != nil {
+		if err := s.ready(); errors.Is(err, ErrDegraded) {
+			w.Header().Set("Airlock-Degraded", "true")
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		} else if err != nil {
 			writeErr(w, http.StatusServiceUnavailable, err)
 			return
 		}

@@ -62,6 +62,9 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Storage selects the content store's distribution storage driver.
 	Storage Storage `yaml:"storage"`
+	// State selects where image states, the queue, leases and the audit
+	// log live.
+	State State `yaml:"state"`
 	// Admin configures the admin API listener.
 	Admin Admin `yaml:"admin"`
 	// Upstreams lists the registries Airlock pulls from.
@@ -157,6 +160,59 @@ type Storage struct {
 	// credentials come from the environment (AWS_ACCESS_KEY_ID,
 	// AWS_SECRET_ACCESS_KEY) or the SDK's chain, never from this file.
 	Parameters map[string]any `yaml:"parameters"`
+	// Redirect answers blob GETs of the s3 driver with a redirect to a
+	// presigned URL valid for RedirectTTL, so blob bytes flow from S3 to
+	// the client. Off by default: nodes often cannot reach S3, and a URL
+	// handed out before a revoke stays usable until it expires.
+	Redirect bool `yaml:"redirect"`
+	// RedirectTTL is how long a presigned URL is valid (default 1m).
+	RedirectTTL time.Duration `yaml:"redirect_ttl"`
+}
+
+// State drivers accepted in state.driver.
+const (
+	// StateBolt is a bbolt file in data_dir: one process, the default.
+	StateBolt = "bbolt"
+	// StatePostgres is a PostgreSQL database several replicas share.
+	StatePostgres = "postgres"
+)
+
+// State selects the state store.
+type State struct {
+	// Driver is "bbolt" (default) or "postgres".
+	Driver string `yaml:"driver"`
+	// DSN is the PostgreSQL connection string (postgres://… or
+	// key=value); the environment variable AIRLOCK_STATE_DSN overrides
+	// it, and is the better place for a password. Never logged.
+	DSN string `yaml:"dsn"`
+	// FailStatic, when set, keeps a replica serving images it saw
+	// approved within this window while PostgreSQL is unreachable, and
+	// refuses everything else with 503. Off (0) by default: during the
+	// window a revoke made through another replica that still reaches
+	// the database is not honoured by this one.
+	FailStatic time.Duration `yaml:"fail_static"`
+}
+
+func (s State) validate() error {
+	switch s.Driver {
+	case StateBolt:
+		if s.DSN != "" {
+			return errors.New("dsn: only used with driver postgres")
+		}
+	case StatePostgres:
+		if strings.TrimSpace(s.DSN) == "" {
+			return errors.New("dsn: required with driver postgres (set state.dsn or AIRLOCK_STATE_DSN)")
+		}
+	default:
+		return fmt.Errorf("driver: %q is not bbolt or postgres", s.Driver)
+	}
+	if s.FailStatic < 0 {
+		return errors.New("fail_static: must not be negative")
+	}
+	if s.FailStatic > 0 && s.Driver != StatePostgres {
+		return errors.New("fail_static: only used with driver postgres")
+	}
+	return nil
 }
 
 // s3CredentialKeys are the s3 parameters refused in the config file: a
@@ -169,6 +225,9 @@ func (s Storage) validate() error {
 	case "":
 		return errors.New("driver: must not be empty")
 	case "s3":
+		if s.Redirect && (s.RedirectTTL < time.Second || s.RedirectTTL > time.Hour) {
+			return fmt.Errorf("redirect_ttl: %s is outside 1s..1h", s.RedirectTTL)
+		}
 		for _, k := range s3CredentialKeys {
 			// The value is never echoed: it is a secret.
 			if v, ok := s.Parameters[k]; ok && v != nil && fmt.Sprint(v) != "" {
@@ -204,6 +263,10 @@ func (s Storage) validate() error {
 			if _, ok := rd.(string); !ok {
 				return errors.New("parameters.rootdirectory: must be a key prefix such as /airlock")
 			}
+		}
+	default:
+		if s.Redirect {
+			return errors.New("redirect: only the s3 driver can redirect blob downloads")
 		}
 	}
 	return nil
@@ -264,6 +327,11 @@ type Gate struct {
 	Platforms []string `yaml:"platforms"`
 	// Retry controls the backoff of failed pipeline runs.
 	Retry Retry `yaml:"retry"`
+	// Lease is how long a replica holds a pipeline job or an upstream
+	// fetch without renewing it (it renews every third of it): a replica
+	// killed mid-job has its job taken over by another after at most
+	// this long.
+	Lease time.Duration `yaml:"lease"`
 }
 
 // Retry controls the backoff of failed pipeline runs.
@@ -301,7 +369,8 @@ func Default() *Config {
 	return &Config{
 		Listen:  ":5000",
 		DataDir: "./data",
-		Storage: Storage{Driver: "filesystem"},
+		Storage: Storage{Driver: "filesystem", RedirectTTL: time.Minute},
+		State:   State{Driver: StateBolt},
 		Admin:   Admin{Listen: "127.0.0.1:5001"},
 		Upstreams: []Upstream{{
 			Name:    DockerHubName,
@@ -314,6 +383,7 @@ func Default() *Config {
 			TagMode: TagModeLastApproved,
 			TagTTL:  time.Minute,
 			Workers: 4,
+			Lease:   30 * time.Second,
 			Retry: Retry{
 				MaxAttempts: 8,
 				Backoff:     5 * time.Second,
@@ -353,6 +423,9 @@ func Load(file string) (*Config, error) {
 	if tok := os.Getenv("AIRLOCK_ADMIN_TOKEN"); tok != "" {
 		c.Admin.Token = tok
 	}
+	if dsn := os.Getenv("AIRLOCK_STATE_DSN"); dsn != "" {
+		c.State.DSN = dsn
+	}
 	if err := c.Validate(); err != nil {
 		if file == "" {
 			file = "(defaults)"
@@ -391,6 +464,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Storage.validate(); err != nil {
 		return fmt.Errorf("storage.%w", err)
+	}
+	if err := c.State.validate(); err != nil {
+		return fmt.Errorf("state.%w", err)
 	}
 	if len(c.Upstreams) == 0 {
 		return errors.New("upstreams: at least one upstream is required")
@@ -433,6 +509,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Gate.TagTTL < 0 {
 		return errors.New("gate.tag_ttl: must not be negative")
+	}
+	if c.Gate.Lease < 3*time.Second || c.Gate.Lease > 10*time.Minute {
+		// Renewed every third of it: shorter is a database write a
+		// second per job; longer leaves a killed replica's job waiting.
+		return fmt.Errorf("gate.lease: %s is outside 3s..10m", c.Gate.Lease)
 	}
 	if c.Gate.Workers < 1 || c.Gate.Workers > 256 {
 		return fmt.Errorf("gate.workers: %d is outside 1..256", c.Gate.Workers)

@@ -29,7 +29,7 @@ func readmeConfig(t *testing.T, file string) string {
 	return ""
 }
 
-// loadYAML loads y with the real loader, ignoring the developer's token.
+// loadYAML loads y with the real loader, ignoring the developer's token and DSN.
 func loadYAML(t *testing.T, y string) (*config.Config, error) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "airlock.yaml")
@@ -37,6 +37,7 @@ func loadYAML(t *testing.T, y string) (*config.Config, error) {
 		t.Fatal(err)
 	}
 	t.Setenv("AIRLOCK_ADMIN_TOKEN", "")
+	t.Setenv("AIRLOCK_STATE_DSN", "")
 	return config.Load(p)
 }
 

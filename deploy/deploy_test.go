@@ -164,6 +164,7 @@ func loadAirlockConfig(t *testing.T, cm *corev1.ConfigMap) *config.Config {
 		t.Fatal(err)
 	}
 	t.Setenv("AIRLOCK_ADMIN_TOKEN", "")
+	t.Setenv("AIRLOCK_STATE_DSN", "")
 	cfg, err := config.Load(p)
 	if err != nil {
 		t.Fatalf("ConfigMap airlock.yaml: %v", err)

@@ -59,6 +59,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: built %s in %s\n", airlockBin, time.Since(start).Round(time.Millisecond))
 	}
 	code := m.Run()
+	stopSharedServers()
 	if cosignPath != "" {
 		os.RemoveAll(filepath.Dir(cosignPath))
 	}
@@ -93,6 +94,10 @@ type options struct {
 	// Edit, if set, rewrites the written config, for keys the options do
 	// not cover; an edit that changes nothing fails the test.
 	Edit func(cfg string) string
+	// Shared, if set, runs this airlock on a shared PostgreSQL state and S3
+	// content store (a replica). With AIRLOCK_E2E_BACKEND=ha every airlock
+	// gets one, per data directory, so the whole suite runs on that backend.
+	Shared *sharedBackend
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -171,6 +176,7 @@ gate:
   tag_mode: %s
   tag_ttl: %s
   workers: 4
+  lease: 3s
   retry:
     max_attempts: 8
     backoff: 200ms
@@ -178,7 +184,7 @@ gate:
 log:
   format: json
   level: %s
-`, regPort, o.DataDir, adminPort, adminToken, upURL, upURL, policy, hold, tagMode, o.TagTTL, logLevel) + o.Extra
+`, regPort, o.DataDir, adminPort, adminToken, upURL, upURL, policy, hold, tagMode, o.TagTTL, logLevel) + o.Shared.yaml() + o.Extra
 	p := filepath.Join(dir, fmt.Sprintf("airlock-%d.yaml", regPort))
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -206,6 +212,9 @@ func startAirlock(t testing.TB, up *registrytest.Upstream, o options) *Airlock {
 	t.Helper()
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
+	}
+	if o.Shared == nil && haSuite() {
+		o.Shared = backendFor(t, o.DataDir)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -258,7 +267,7 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 		return nil, err
 	}
 	a.cmd = exec.Command(airlockBin, "serve", "--config", a.Config)
-	a.cmd.Env = childEnv()
+	a.cmd.Env = childEnv(o.Shared.env()...)
 	// The child writes straight into the file (no pipe goroutine), so
 	// whatever it logged before answering a request is readable after.
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf

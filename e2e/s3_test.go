@@ -24,6 +24,11 @@ import (
 // /airlock in its bucket. Credentials are not in it: airlock takes them
 // from the environment.
 func s3StorageYAML(srv *s3test.Server, secure bool) string {
+	return s3StorageYAMLRoot(srv, secure, "/airlock")
+}
+
+// s3StorageYAMLRoot is s3StorageYAML with content under root.
+func s3StorageYAMLRoot(srv *s3test.Server, secure bool, root string) string {
 	return fmt.Sprintf(`storage:
   driver: s3
   parameters:
@@ -33,8 +38,8 @@ func s3StorageYAML(srv *s3test.Server, secure bool) string {
     forcepathstyle: true
     secure: %t
     v4auth: true
-    rootdirectory: /airlock
-`, srv.Bucket, s3test.Region, srv.Endpoint, secure)
+    rootdirectory: %s
+`, srv.Bucket, s3test.Region, srv.Endpoint, secure, root)
 }
 
 // TestS3Storage runs the real airlock binary with its content on a real

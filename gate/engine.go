@@ -155,7 +155,7 @@ func (e *Engine) worker(ctx context.Context) {
 			e.idle(ctx)
 			continue
 		}
-		e.process(ctx, job)
+		e.run(ctx, job)
 		e.release(job.ID)
 		// Another worker may be idle while more jobs wait.
 		e.Wake()
@@ -187,6 +187,44 @@ func (e *Engine) claim() (state.Job, bool, error) {
 		e.busy[job.ID] = true
 	}
 	return job, ok, err
+}
+
+// run processes job while renewing its lease. When the lease is lost
+// (this process stalled past it and another replica took the job) the
+// job's context is cancelled: the other replica's run is the one that
+// counts, and the store refuses this one's result anyway.
+func (e *Engine) run(ctx context.Context, job state.Job) {
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(e.store.LeaseDuration() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-jctx.Done():
+				return
+			case <-t.C:
+			}
+			switch err := e.store.RenewJob(job); {
+			case err == nil:
+			case errors.Is(err, state.ErrLeaseLost):
+				e.log.Warn("pipeline: job lease lost, leaving it to the other replica", "image", job.Image.String(), "err", err)
+				cancel()
+				return
+			case errors.Is(err, state.ErrNotFound):
+				// Finished, or replaced by an admin's decision: nothing to hold.
+				return
+			default:
+				// The database may be back before the lease ends.
+				e.log.Warn("pipeline: renew job lease", "image", job.Image.String(), "err", err)
+			}
+		}
+	}()
+	e.process(jctx, job)
+	cancel()
+	<-renewed
 }
 
 func (e *Engine) release(id uint64) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -166,6 +167,32 @@ func (f *FetchStep) manifest(ctx context.Context, reg *upstream.Registry, repo s
 			return raw, mt, nil
 		}
 	}
+	var mt string
+	stored := func() bool {
+		r, err := f.content.Get(ctx, d)
+		if err != nil {
+			return false
+		}
+		t, err := mediaTypeOf(r)
+		if err != nil {
+			return false
+		}
+		raw, mt = r, t
+		return true
+	}
+	err = f.once(ctx, d, stored, func() error {
+		var ferr error
+		raw, mt, ferr = f.fetchManifest(ctx, reg, repo, d)
+		return ferr
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return raw, mt, nil
+}
+
+// fetchManifest fetches manifest d from the upstream and stores it.
+func (f *FetchStep) fetchManifest(ctx context.Context, reg *upstream.Registry, repo string, d digest.Digest) ([]byte, string, error) {
 	raw, mt, err := reg.Manifest(ctx, repo, d, f.maxManifest)
 	if err != nil {
 		if errors.Is(err, upstream.ErrNotFound) || errors.Is(err, upstream.ErrTooLarge) {
@@ -198,19 +225,88 @@ func (f *FetchStep) blob(ctx context.Context, reg *upstream.Registry, repo strin
 		if n, err := f.content.Stat(ctx, d); err == nil && n == size {
 			return nil, nil
 		}
-		rc, err := reg.Blob(ctx, repo, d)
-		if err != nil {
-			if errors.Is(err, upstream.ErrNotFound) {
-				return nil, Permanent(err)
+		return nil, f.once(ctx, d, func() bool {
+			n, err := f.content.Stat(ctx, d)
+			return err == nil && n == size
+		}, func() error {
+			rc, err := reg.Blob(ctx, repo, d)
+			if err != nil {
+				if errors.Is(err, upstream.ErrNotFound) {
+					return Permanent(err)
+				}
+				return err
 			}
-			return nil, err
-		}
-		defer rc.Close()
-		if err := f.content.Put(ctx, d, size, rc); err != nil {
-			return nil, fmt.Errorf("fetch blob %s/%s@%s: %w", reg.Name(), repo, d, err)
-		}
-		return nil, nil
+			defer rc.Close()
+			if err := f.content.Put(ctx, d, size, rc); err != nil {
+				return fmt.Errorf("fetch blob %s/%s@%s: %w", reg.Name(), repo, d, err)
+			}
+			return nil
+		})
 	})
+	return err
+}
+
+// once runs fetch to store digest d unless have reports it stored. When
+// the state store is shared by several replicas, one upstream fetch per
+// digest happens across all of them: the replica that takes the lease
+// "fetch:<digest>" fetches (renewing the lease while it does), the others
+// wait for the content to appear in the shared storage, and take over
+// when the holder's lease ends without it (the holder was killed).
+func (f *FetchStep) once(ctx context.Context, d digest.Digest, have func() bool, fetch func() error) error {
+	if !f.store.Shared() {
+		return fetch()
+	}
+	name := "fetch:" + string(d)
+	for {
+		changed := f.store.Changed()
+		held, until, err := f.store.TryLease(name)
+		if err != nil {
+			return fmt.Errorf("fetch lease for %s: %w", d, err)
+		}
+		if held {
+			return f.holding(ctx, name, func() error {
+				if have() { // stored by the previous holder
+					return nil
+				}
+				return fetch()
+			})
+		}
+		wait := min(max(time.Until(until), 10*time.Millisecond), time.Second)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed: // the holder released the lease, or anything else changed
+		case <-time.After(wait):
+		}
+		if have() {
+			return nil
+		}
+	}
+}
+
+// holding runs fn while renewing lease name, and releases it after.
+func (f *FetchStep) holding(ctx context.Context, name string, fn func() error) error {
+	done := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(f.store.LeaseDuration() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_, _, _ = f.store.TryLease(name)
+			}
+		}
+	}()
+	err := fn()
+	close(done)
+	<-renewed
+	// A lease left behind (the database is away) delays nobody: waiters
+	// check for the content first, and it expires.
+	_ = f.store.ReleaseLease(name)
 	return err
 }
 

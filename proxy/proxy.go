@@ -63,6 +63,8 @@ type Server struct {
 	cfg       config.Gate
 	allow     map[string]config.Upstream
 	log       *slog.Logger
+	// redirect is how long presigned blob URLs last; 0: blobs are streamed.
+	redirect time.Duration
 
 	tagMu    sync.Mutex
 	tagCache map[string]cachedTag
@@ -91,6 +93,9 @@ func New(cfg *config.Config, store *state.Store, cs *content.Store, g Gate, ups 
 	}
 	for _, u := range cfg.Upstreams {
 		s.allow[u.Name] = u
+	}
+	if cfg.Storage.Redirect {
+		s.redirect = cfg.Storage.RedirectTTL
 	}
 	for _, o := range opts {
 		o(s)
@@ -279,6 +284,14 @@ func (s *Server) tags(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, state.ErrUnavailable) {
+		// Not knowing is never serving: the client retries, and may
+		// reach a replica that still reaches the database.
+		s.log.Warn("state database unreachable", "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, r, http.StatusServiceUnavailable, CodeUnavailable, "airlock cannot reach its state database; retry later")
+		return
+	}
 	s.log.Error("internal error", "path", r.URL.Path, "err", err)
 	writeError(w, r, http.StatusInternalServerError, CodeUnavailable, "internal error; see the airlock log")
 }

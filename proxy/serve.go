@@ -321,6 +321,21 @@ func (s *Server) blob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusForbidden, CodeDenied, blockedMessage(name, "blob", dec))
 		return
 	}
+	if s.redirect > 0 && r.Method == http.MethodGet {
+		// Decided above like any download; the URL is as short-lived
+		// as storage.redirect_ttl says, and is only handed out now.
+		u, err := s.content.RedirectURL(d, s.redirect)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		if u != "" {
+			pulls.WithLabelValues("blob", "redirected").Inc()
+			w.Header().Set("Docker-Content-Digest", string(d))
+			http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+			return
+		}
+	}
 	rc, size, err := s.content.Open(r.Context(), d)
 	if errors.Is(err, content.ErrNotFound) {
 		pulls.WithLabelValues("blob", "error").Inc()

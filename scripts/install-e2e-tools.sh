@@ -2,14 +2,16 @@
 # Install the real clients the e2e suite (e2e/clients_test.go) drives:
 #   Debian packages: skopeo, containerd (ctr), podman, docker.io (dockerd and
 #   /usr/bin/docker), busybox-static (a static /bin/busybox for runnable test
-#   images);
+#   images), postgresql (initdb/postgres under /usr/lib/postgresql/<major>/bin,
+#   which internal/pgtest runs as throwaway servers; not on PATH);
 #   Go module proxy: crane, at the go-containerregistry version in go.mod;
 #   the MinIO server (a real S3 implementation for the S3 content-store
 #   tests), at a pinned version (a cold build takes ~3-5 min on 2 cores).
 # Idempotent: only what is missing is installed, and `apt-get update` runs
 # only when a package is missing. Non-interactive (no stdin needed).
 # Installing a package never starts its services for the tests: the tests
-# run their own containerd/dockerd with config and data under temp dirs.
+# run their own containerd/dockerd/postgres with config and data under temp
+# dirs. (postgresql's postinst may create a "main" cluster; nothing uses it.)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,18 +23,27 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo=(sudo -n)
 fi
 
-# package:file that proves it is installed
+# package:file that proves it is installed; file may be a glob (PostgreSQL's
+# binaries live under a versioned dir), then any executable match will do.
 pkgs=(
   skopeo:/usr/bin/skopeo
   containerd:/usr/bin/containerd
   podman:/usr/bin/podman
   docker.io:/usr/sbin/dockerd
   busybox-static:/bin/busybox
+  'postgresql:/usr/lib/postgresql/*/bin/initdb'
 )
 need=()
 for p in "${pkgs[@]}"; do
   pkg=${p%%:*} file=${p#*:}
-  if [ ! -x "$file" ] || ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+  found=0
+  for f in $file; do # unquoted on purpose: expands the glob
+    if [ -x "$f" ]; then
+      found=1
+      break
+    fi
+  done
+  if [ "$found" -eq 0 ] || ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     need+=("$pkg")
   fi
 done
@@ -94,4 +105,6 @@ else
   GOFLAGS= go install "github.com/minio/minio@$minio_version" </dev/null
 fi
 
-echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version), minio $minio_version"
+# The newest installed major, as internal/pgtest picks it.
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version), minio $minio_version, postgres $("$pgbin/postgres" --version | awk '{print $3}') ($pgbin)"

@@ -95,7 +95,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		log.Info("admin token "+verb, "file", path, "use", "export AIRLOCK_ADMIN_TOKEN=$(cat "+path+")")
 	}
-	store, err := state.Open(filepath.Join(cfg.DataDir, "airlock.db"))
+	store, err := openState(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -115,7 +115,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	// Uploads a kill interrupted are garbage; their jobs run again. On S3
 	// this is also the first request to the bucket, so wrong credentials or
 	// an unreachable endpoint stop the start here, named as storage.
-	if err := cs.CleanUploads(ctx); err != nil {
+	// With replicas sharing the storage, another one may be uploading
+	// right now: only uploads untouched for a day are garbage then.
+	var uploadAge time.Duration
+	if store.Shared() {
+		uploadAge = 24 * time.Hour
+	}
+	if _, err := cs.CleanUploads(ctx, uploadAge); err != nil {
 		return fmt.Errorf("storage (%s): %w", cfg.Storage.Driver, err)
 	}
 	// A state file from before serving by role gets its links first.
@@ -167,6 +173,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 	ready := func() error {
 		if _, err := store.Images(state.StateFetching); err != nil {
+			if window := store.FailStatic(); window > 0 {
+				// Unready would take every replica out of the load
+				// balancer at once; fail-static exists to keep serving.
+				return fmt.Errorf("%w: state database unreachable, serving only images seen approved in the last %s: %v", admin.ErrDegraded, window, err)
+			}
 			return err
 		}
 		if scanner != nil {

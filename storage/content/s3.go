@@ -43,15 +43,15 @@ var envMu sync.Mutex
 // crashing, and a panic inside the driver turned into an error. Error
 // messages never include the parameters (they may hold secrets in a
 // misconfigured file).
-func newS3Driver(ctx context.Context, params map[string]any) (d storagedriver.StorageDriver, err error) {
+func newS3Driver(ctx context.Context, params map[string]any) (d storagedriver.StorageDriver, p *presigner, err error) {
 	for _, k := range CredentialParameters {
 		if v, ok := params[k]; ok && v != nil && fmt.Sprint(v) != "" {
-			return nil, fmt.Errorf("storage driver s3: parameter %q: %w", k, ErrCredentialsInConfig)
+			return nil, nil, fmt.Errorf("storage driver s3: parameter %q: %w", k, ErrCredentialsInConfig)
 		}
 	}
 	secure, err := boolParam(params, "secure", true)
 	if err != nil {
-		return nil, fmt.Errorf("storage driver s3: %w", err)
+		return nil, nil, fmt.Errorf("storage driver s3: %w", err)
 	}
 
 	envMu.Lock()
@@ -65,7 +65,7 @@ func newS3Driver(ctx context.Context, params map[string]any) (d storagedriver.St
 			os.Unsetenv(caBundleEnv)
 			defer os.Setenv(caBundleEnv, bundle)
 		} else if err := checkCABundle(bundle); err != nil {
-			return nil, fmt.Errorf("storage driver s3: %s=%s: %w (fix or unset %s, or use secure: false for a plain-HTTP endpoint)",
+			return nil, nil, fmt.Errorf("storage driver s3: %s=%s: %w (fix or unset %s, or use secure: false for a plain-HTTP endpoint)",
 				caBundleEnv, bundle, err, caBundleEnv)
 		}
 	}
@@ -75,7 +75,7 @@ func newS3Driver(ctx context.Context, params map[string]any) (d storagedriver.St
 		// among them); a bad storage config must be an error at start, not a
 		// crash with a stack trace.
 		if r := recover(); r != nil {
-			d = nil
+			d, p = nil, nil
 			msg := fmt.Sprint(r)
 			if b := os.Getenv(caBundleEnv); b != "" && strings.Contains(msg, "CABundle") {
 				msg = fmt.Sprintf("%s (from %s=%s)", msg, caBundleEnv, b)
@@ -85,9 +85,12 @@ func newS3Driver(ctx context.Context, params map[string]any) (d storagedriver.St
 	}()
 	d, err = factory.Create(ctx, S3DriverName, params)
 	if err != nil {
-		return nil, fmt.Errorf("storage driver s3: %w", err)
+		return nil, nil, fmt.Errorf("storage driver s3: %w", err)
 	}
-	return d, nil
+	if p, err = newPresigner(params); err != nil {
+		return nil, nil, fmt.Errorf("storage driver s3: %w", err)
+	}
+	return d, p, nil
 }
 
 // checkCABundle reports whether the file holds at least one PEM certificate,

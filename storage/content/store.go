@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
@@ -39,18 +40,19 @@ const uploadsDir = "/uploads"
 
 // Store is a content-addressed store over a distribution storage driver.
 type Store struct {
-	driver storagedriver.StorageDriver
+	driver  storagedriver.StorageDriver
+	presign *presigner // nil unless the driver is s3
 }
 
 // New returns a store on the named distribution driver with its parameters.
 // Errors never include the parameters: they may hold secrets.
 func New(ctx context.Context, driver string, params map[string]any) (*Store, error) {
 	if driver == S3DriverName {
-		d, err := newS3Driver(ctx, params)
+		d, p, err := newS3Driver(ctx, params)
 		if err != nil {
 			return nil, err
 		}
-		return &Store{driver: d}, nil
+		return &Store{driver: d, presign: p}, nil
 	}
 	d, err := factory.Create(ctx, driver, params)
 	if err != nil {
@@ -178,15 +180,43 @@ func (s *Store) PutBytes(ctx context.Context, d digest.Digest, b []byte) error {
 	return s.Put(ctx, d, int64(len(b)), bytes.NewReader(b))
 }
 
-// CleanUploads deletes uploads left behind by an interrupted process. Call
-// it at start, before any Put.
-func (s *Store) CleanUploads(ctx context.Context) error {
-	err := s.driver.Delete(ctx, uploadsDir)
+// CleanUploads deletes uploads left behind by interrupted processes: all
+// of them when olderThan is 0 (one process owns the store; call it at
+// start, before any Put), else those last written more than olderThan
+// ago (several replicas share the store, and another one may be
+// uploading right now). It returns how many it deleted.
+func (s *Store) CleanUploads(ctx context.Context, olderThan time.Duration) (int, error) {
 	var nf storagedriver.PathNotFoundError
-	if err != nil && !errors.As(err, &nf) {
-		return fmt.Errorf("clean uploads: %w", err)
+	if olderThan <= 0 {
+		entries, err := s.driver.List(ctx, uploadsDir)
+		if errors.As(err, &nf) {
+			return 0, nil
+		}
+		if err := s.driver.Delete(ctx, uploadsDir); err != nil && !errors.As(err, &nf) {
+			return 0, fmt.Errorf("clean uploads: %w", err)
+		}
+		return len(entries), nil
 	}
-	return nil
+	entries, err := s.driver.List(ctx, uploadsDir)
+	if err != nil {
+		if errors.As(err, &nf) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("clean uploads: %w", err)
+	}
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	for _, p := range entries {
+		fi, err := s.driver.Stat(ctx, p)
+		if err != nil || fi.IsDir() || !fi.ModTime().Before(cutoff) {
+			continue
+		}
+		if err := s.driver.Delete(ctx, p); err != nil && !errors.As(err, &nf) {
+			return n, fmt.Errorf("clean uploads: %w", err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 func mapErr(d digest.Digest, err error) error {

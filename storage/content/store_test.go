@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
@@ -400,8 +401,11 @@ func TestCleanUploads(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, s *Store, drv storagedriver.StorageDriver) {
 		ctx := context.Background()
 		// Nothing to clean is fine.
-		if err := s.CleanUploads(ctx); err != nil {
+		if _, err := s.CleanUploads(ctx, 0); err != nil {
 			t.Fatalf("CleanUploads on an empty store = %v", err)
+		}
+		if n, err := s.CleanUploads(ctx, time.Hour); err != nil || n != 0 {
+			t.Fatalf("CleanUploads(1h) on an empty store = %d, %v", n, err)
 		}
 		b := []byte("kept")
 		d := digest.FromBytes(b)
@@ -424,7 +428,31 @@ func TestCleanUploads(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CleanUploads(ctx); err != nil {
+		// Shared by replicas: uploads younger than the bound are
+		// another replica's, in flight, and stay. (On S3 a writer that
+		// was not committed is an unlisted multipart upload: the
+		// bucket's lifecycle rule aborts those.)
+		before, err := drv.List(ctx, uploadsDir)
+		if err != nil || len(before) < 2 {
+			t.Fatalf("uploads before = %v, %v", before, err)
+		}
+		if n, err := s.CleanUploads(ctx, time.Hour); err != nil || n != 0 {
+			t.Fatalf("CleanUploads(1h) = %d, %v; want 0 deleted", n, err)
+		}
+		if entries, err := drv.List(ctx, uploadsDir); err != nil || len(entries) != len(before) {
+			t.Fatalf("uploads after CleanUploads(1h) = %v, %v; want all of %v kept", entries, err, before)
+		}
+		time.Sleep(1100 * time.Millisecond) // S3 and file times have second resolution
+		if n, err := s.CleanUploads(ctx, time.Second); err != nil || n != len(before) {
+			t.Fatalf("CleanUploads(1s) = %d, %v; want %d deleted", n, err, len(before))
+		}
+		assertNoUploads(t, drv)
+		for _, p := range []string{uploadsDir + "/0123abcd", uploadsDir + "/fedc4321"} {
+			if err := drv.PutContent(ctx, p, []byte("half a layer")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.CleanUploads(ctx, 0); err != nil {
 			t.Fatalf("CleanUploads = %v", err)
 		}
 		assertNoUploads(t, drv)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/airlockproxy/airlock/storage/kv"
 )
 
 // ActorPipeline is the audit actor of the pipeline's own transitions; its
@@ -75,7 +75,7 @@ type runKey struct {
 // and a run never spans one, so the log's order between actors is exact.
 // The fold happens in the caller's transaction, like the transition it
 // records.
-func appendAudit(tx *bolt.Tx, e Entry) error {
+func appendAudit(tx kv.Tx, e Entry) error {
 	// Open creates the bucket: no bucket work on this hot write path.
 	runs := tx.Bucket(bucketAuditRuns)
 	imageKey := []byte(e.Image)
@@ -135,8 +135,14 @@ func endsRun(to State) bool {
 }
 
 // putAudit appends e with the next sequence number and counts it.
-func putAudit(tx *bolt.Tx, e Entry) (uint64, error) {
+func putAudit(tx kv.Tx, e Entry) (uint64, error) {
 	b := tx.Bucket(bucketAudit)
+	// Counted before the put: a store without a count counts its
+	// entries once, and this one is not among them yet.
+	n, err := auditCount(tx)
+	if err != nil {
+		return 0, err
+	}
 	seq, err := b.NextSequence()
 	if err != nil {
 		return 0, fmt.Errorf("audit sequence: %w", err)
@@ -145,15 +151,11 @@ func putAudit(tx *bolt.Tx, e Entry) (uint64, error) {
 	if err := putJSON(b, itob(seq), &e); err != nil {
 		return 0, err
 	}
-	n, err := auditCount(tx)
-	if err != nil {
-		return 0, err
-	}
 	return seq, setAuditCount(tx, n+1)
 }
 
 // foldInto folds e into the entry at seq; false means that entry is gone.
-func foldInto(tx *bolt.Tx, seq uint64, e Entry) (bool, error) {
+func foldInto(tx kv.Tx, seq uint64, e Entry) (bool, error) {
 	b := tx.Bucket(bucketAudit)
 	var old Entry
 	raw := b.Get(itob(seq))
@@ -218,13 +220,13 @@ func reasonClass(reason string) string {
 
 // auditCount returns the number of audit entries. A store written before
 // the count existed counts its entries once, here.
-func auditCount(tx *bolt.Tx) (uint64, error) {
+func auditCount(tx kv.Tx) (uint64, error) {
 	if meta := tx.Bucket(bucketAuditMeta); meta != nil {
 		if v := meta.Get(keyAuditCount); len(v) == 8 {
 			return binary.BigEndian.Uint64(v), nil
 		}
 	}
-	n := uint64(tx.Bucket(bucketAudit).Stats().KeyN)
+	n := uint64(tx.Bucket(bucketAudit).KeyN())
 	if tx.Writable() {
 		if err := setAuditCount(tx, n); err != nil {
 			return 0, err
@@ -233,14 +235,14 @@ func auditCount(tx *bolt.Tx) (uint64, error) {
 	return n, nil
 }
 
-func setAuditCount(tx *bolt.Tx, n uint64) error {
+func setAuditCount(tx kv.Tx, n uint64) error {
 	return tx.Bucket(bucketAuditMeta).Put(keyAuditCount, itob(n))
 }
 
 // AuditCount returns the number of entries in the audit log.
 func (s *Store) AuditCount() (int, error) {
 	var n uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		var err error
 		n, err = auditCount(tx)
 		return err
@@ -267,7 +269,7 @@ func (s *Store) PruneAudit(maxAge time.Duration, maxEntries int) (int, error) {
 	var from []byte // where the next batch starts: past the admin entries kept
 	for {
 		done := false
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.db.Update(func(tx kv.Tx) error {
 			count, err := auditCount(tx)
 			if err != nil {
 				return err

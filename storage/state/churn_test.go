@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 // failImage requests r and finishes its job as failed with the marks the
@@ -252,7 +252,7 @@ func TestReasonClass(t *testing.T) {
 // seedAudit writes entries straight into the log, as appendAudit does.
 func seedAudit(t *testing.T, s *Store, es []Entry) {
 	t.Helper()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		for _, e := range es {
 			if err := appendAudit(tx, e); err != nil {
 				return err
@@ -375,7 +375,7 @@ func TestAuditCountOfOlderStore(t *testing.T) {
 	s, _ := openStore(t)
 	seedAudit(t, s, []Entry{{Actor: "a", Image: "i"}, {Actor: "b", Image: "i"}, {Actor: "c", Image: "i"}})
 	// An older file: Open created the meta bucket, but it holds no count.
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAuditMeta).Delete(keyAuditCount) }); err != nil {
+	if err := s.db.Update(func(tx kv.Tx) error { return tx.Bucket(bucketAuditMeta).Delete(keyAuditCount) }); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.AuditCount(); err != nil || n != 3 {

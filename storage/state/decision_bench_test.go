@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 // decisionBenchImages is how many image records the benchmark DB holds.
@@ -114,12 +114,11 @@ func fillDecisionDB(tb testing.TB, path string, n int) []Ref {
 		tb.Fatal(err)
 	}
 	defer s.Close()
-	s.db.NoSync = true // one fsync at Close is enough for a benchmark fixture
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	refs := make([]Ref, 0, n)
 	const batch = 5000
 	for lo := 0; lo < n; lo += batch {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.db.Update(func(tx kv.Tx) error {
 			images, links := tx.Bucket(bucketImages), tx.Bucket(bucketLinks)
 			for i := lo; i < min(lo+batch, n); i++ {
 				ref := Ref{Upstream: "docker.io", Repository: fmt.Sprintf("team%d/app%d", i%1000/50, i%1000), Digest: digest.FromString(fmt.Sprintf("image-%d", i))}
@@ -160,9 +159,6 @@ func fillDecisionDB(tb testing.TB, path string, n int) []Ref {
 		if err != nil {
 			tb.Fatal(err)
 		}
-	}
-	if err := s.db.Sync(); err != nil {
-		tb.Fatal(err)
 	}
 	return refs
 }

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/airlockproxy/airlock/storage/kv"
 )
 
 // Enqueue queues a job of kind for ref unless one is already queued for it.
@@ -15,7 +15,7 @@ import (
 func (s *Store) Enqueue(ref Ref, kind JobKind, actor string) (Job, bool, error) {
 	var job Job
 	created := false
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
 			return getJSON(tx.Bucket(bucketJobs), id, &job)
 		}
@@ -32,7 +32,7 @@ func (s *Store) Enqueue(ref Ref, kind JobKind, actor string) (Job, bool, error) 
 // plus a sign job, so the image is approved only once it is signed.
 func (s *Store) Hand(ref Ref, kind JobKind, c Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		now := s.now().UTC()
 		var err error
 		if img, err = transition(tx, ref, c, now); err != nil {
@@ -61,7 +61,7 @@ func (s *Store) Hand(ref Ref, kind JobKind, c Change) (Image, error) {
 // Permanent, RetryAt) are cleared: it starts over.
 func (s *Store) Reset(ref Ref, c Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		now := s.now().UTC()
 		c.To = StatePending
 		inner := c.Mutate
@@ -96,11 +96,11 @@ func (s *Store) Reset(ref Ref, c Change) (Image, error) {
 	return img, err
 }
 
-func hasJob(tx *bolt.Tx, ref Ref) bool {
+func hasJob(tx kv.Tx, ref Ref) bool {
 	return tx.Bucket(bucketJobIndex).Get([]byte(ref.String())) != nil
 }
 
-func enqueue(tx *bolt.Tx, job Job) (Job, error) {
+func enqueue(tx kv.Tx, job Job) (Job, error) {
 	jobs := tx.Bucket(bucketJobs)
 	id, err := jobs.NextSequence()
 	if err != nil {
@@ -113,17 +113,22 @@ func enqueue(tx *bolt.Tx, job Job) (Job, error) {
 	return job, tx.Bucket(bucketJobIndex).Put([]byte(job.Image.String()), itob(id))
 }
 
-// NextJob returns the oldest job that is due and not busy (busy reports
-// jobs a worker of this process already runs). Jobs are not leased in the
-// file: a restart makes every queued job due again, which is how
-// interrupted work resumes.
+// NextJob claims the oldest job that is due, not busy (busy reports jobs
+// a worker of this process already runs) and not leased by another
+// process: it leases the job to this process for the lease duration
+// (WithLease). The worker renews the lease (RenewJob) while it runs; a
+// process killed mid-job stops renewing, and another process claims the
+// job once the lease has expired, which is how interrupted work resumes
+// across replicas. A bbolt file is one process's: its leases are dropped
+// at Open.
 func (s *Store) NextJob(busy func(id uint64) bool) (Job, bool, error) {
-	var job Job
-	found := false
+	// Candidates are found in a read transaction, so idle polling of many
+	// workers never takes the writer lock; the claim checks again.
+	var cands []uint64
 	now := s.now()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		c := tx.Bucket(bucketJobs).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		for k, v := c.First(); k != nil && len(cands) < 8; k, v = c.Next() {
 			if busy(binary.BigEndian.Uint64(k)) {
 				continue
 			}
@@ -131,22 +136,85 @@ func (s *Store) NextJob(busy func(id uint64) bool) (Job, bool, error) {
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("decode job %x: %w", k, err)
 			}
-			if j.NotBefore.After(now) {
-				continue
+			if claimable(j, now, s.owner) {
+				cands = append(cands, j.ID)
 			}
-			job, found = j, true
-			return nil
 		}
 		return nil
 	})
-	return job, found, err
+	if err != nil {
+		return Job{}, false, err
+	}
+	for _, id := range cands {
+		var job Job
+		claimed := false
+		err := s.db.Update(func(tx kv.Tx) error {
+			jobs := tx.Bucket(bucketJobs)
+			if err := getJSON(jobs, itob(id), &job); err != nil {
+				if errors.Is(err, ErrNotFound) {
+					return nil // finished meanwhile
+				}
+				return err
+			}
+			now := s.now()
+			if !claimable(job, now, s.owner) {
+				return nil
+			}
+			job.Owner, job.LeaseUntil = s.owner, now.Add(s.lease).UTC()
+			claimed = true
+			return putJSON(jobs, itob(id), &job)
+		})
+		if err != nil {
+			return Job{}, false, err
+		}
+		if claimed {
+			return job, true, nil
+		}
+	}
+	return Job{}, false, nil
+}
+
+// claimable reports whether owner may claim j at now: due, and not leased
+// unexpired by another process.
+func claimable(j Job, now time.Time, owner string) bool {
+	if j.NotBefore.After(now) {
+		return false
+	}
+	return j.Owner == "" || j.Owner == owner || !j.LeaseUntil.After(now)
+}
+
+// RenewJob extends this process's lease on job. It returns ErrLeaseLost
+// when another process has claimed the job (this one stalled past its
+// lease), and ErrNotFound when the job is gone (finished, or replaced by
+// an admin's decision).
+func (s *Store) RenewJob(job Job) error {
+	return s.db.Update(func(tx kv.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		var cur Job
+		if err := getJSON(jobs, itob(job.ID), &cur); err != nil {
+			return err
+		}
+		if err := s.owns(cur); err != nil {
+			return err
+		}
+		cur.Owner, cur.LeaseUntil = s.owner, s.now().Add(s.lease).UTC()
+		return putJSON(jobs, itob(job.ID), &cur)
+	})
+}
+
+// owns fails with ErrLeaseLost when another process holds cur's lease.
+func (s *Store) owns(cur Job) error {
+	if cur.Owner != "" && cur.Owner != s.owner {
+		return fmt.Errorf("job %d of %s, now run by %s: %w", cur.ID, cur.Image, cur.Owner, ErrLeaseLost)
+	}
+	return nil
 }
 
 // NextDue returns when the earliest not-yet-due job becomes due (zero if none waits).
 func (s *Store) NextDue() (time.Time, error) {
 	var next time.Time
 	now := s.now()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
@@ -167,7 +235,16 @@ func (s *Store) NextDue() (time.Time, error) {
 // final state or vice versa.
 func (s *Store) FinishJob(job Job, c *Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
+		var cur Job
+		switch err := getJSON(tx.Bucket(bucketJobs), itob(job.ID), &cur); {
+		case err == nil:
+			if err := s.owns(cur); err != nil {
+				return err
+			}
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
 		if err := deleteJob(tx, job); err != nil {
 			return err
 		}
@@ -185,14 +262,19 @@ func (s *Store) FinishJob(job Job, c *Change) (Image, error) {
 // reason, and the job waits until notBefore.
 func (s *Store) RetryJob(job Job, notBefore time.Time, c Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		var cur Job
 		if err := getJSON(jobs, itob(job.ID), &cur); err != nil {
 			return fmt.Errorf("job %d: %w", job.ID, err)
 		}
+		if err := s.owns(cur); err != nil {
+			return err
+		}
 		cur.Attempts++
 		cur.NotBefore = notBefore
+		// Free for whichever process finds it due.
+		cur.Owner, cur.LeaseUntil = "", time.Time{}
 		if err := putJSON(jobs, itob(job.ID), &cur); err != nil {
 			return err
 		}
@@ -211,7 +293,7 @@ func (s *Store) RetryJob(job Job, notBefore time.Time, c Change) (Image, error) 
 	return img, err
 }
 
-func deleteJob(tx *bolt.Tx, job Job) error {
+func deleteJob(tx kv.Tx, job Job) error {
 	if err := tx.Bucket(bucketJobs).Delete(itob(job.ID)); err != nil {
 		return err
 	}
@@ -226,7 +308,7 @@ func deleteJob(tx *bolt.Tx, job Job) error {
 // Jobs lists the queued jobs, oldest first.
 func (s *Store) Jobs() ([]Job, error) {
 	var out []Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
@@ -242,8 +324,8 @@ func (s *Store) Jobs() ([]Job, error) {
 // QueueDepth returns the number of queued jobs.
 func (s *Store) QueueDepth() int {
 	n := 0
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketJobs).Stats().KeyN
+	_ = s.db.View(func(tx kv.Tx) error {
+		n = tx.Bucket(bucketJobs).KeyN()
 		return nil
 	})
 	return n
@@ -252,7 +334,7 @@ func (s *Store) QueueDepth() int {
 // Job returns the queued job for ref, if any.
 func (s *Store) Job(ref Ref) (Job, error) {
 	var job Job
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String()))
 		if id == nil {
 			return ErrNotFound

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Role says what a digest is to the manifest that references it. A digest
@@ -82,7 +82,7 @@ func (s *Store) AddLinks(repo Ref, links []Link) error {
 			return fmt.Errorf("link %s: unknown role %q", l.Digest, l.Role)
 		}
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketLinks)
 		for _, l := range links {
 			if err := putJSON(b, linkKey(repo, l), &l); err != nil {
@@ -96,7 +96,7 @@ func (s *Store) AddLinks(repo Ref, links []Link) error {
 // Links returns every link of digest ref.Digest in ref's repository.
 func (s *Store) Links(ref Ref) ([]Link, error) {
 	var out []Link
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		var err error
 		out, err = txView{tx}.links(ref)
 		return err
@@ -135,7 +135,7 @@ type view interface {
 	links(ref Ref) ([]Link, error)
 }
 
-type txView struct{ tx *bolt.Tx }
+type txView struct{ tx kv.Tx }
 
 func (v txView) image(ref Ref) (Image, bool, error) {
 	var img Image
@@ -168,25 +168,13 @@ func (v txView) links(ref Ref) ([]Link, error) {
 // ManifestDecision says whether manifest d may be served from repo, by
 // the rule in the package doc.
 func (s *Store) ManifestDecision(upstream, repo string, d digest.Digest) (Decision, error) {
-	var dec Decision
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		dec, err = manifestRule(txView{tx}, Ref{Upstream: upstream, Repository: repo, Digest: d})
-		return err
-	})
-	return dec, err
+	return s.decide("manifest", upstream, repo, d, manifestRule)
 }
 
 // BlobDecision says whether blob d may be served from repo, by the rule
 // in the package doc.
 func (s *Store) BlobDecision(upstream, repo string, d digest.Digest) (Decision, error) {
-	var dec Decision
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		dec, err = blobRule(txView{tx}, Ref{Upstream: upstream, Repository: repo, Digest: d})
-		return err
-	})
-	return dec, err
+	return s.decide("blob", upstream, repo, d, blobRule)
 }
 
 // manifestRule is the serving rule for a manifest (package doc, rules 1–3).
@@ -328,7 +316,7 @@ func (s *Store) ChildOf(ref Ref) (Image, Link, error) {
 		idx  Image
 		link Link
 	)
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		var err error
 		idx, link, err = childIndex(txView{tx}, ref)
 		return err
@@ -364,7 +352,7 @@ func childIndex(v view, ref Ref) (Image, Link, error) {
 // fails with ErrConflict when ref already has a record.
 func (s *Store) Adopt(ref Ref, c Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		v := txView{tx}
 		if _, ok, err := v.image(ref); err != nil {
 			return err
@@ -415,7 +403,7 @@ func (s *Store) Adopt(ref Ref, c Change) (Image, error) {
 // which must be replaced by links derived from the stored manifests.
 func (s *Store) HasLegacyContent() (bool, error) {
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		if b := tx.Bucket(bucketContent); b != nil {
 			k, _ := b.Cursor().First()
 			found = k != nil
@@ -427,14 +415,7 @@ func (s *Store) HasLegacyContent() (bool, error) {
 
 // DropLegacyContent removes the old content index once links replace it.
 func (s *Store) DropLegacyContent() error {
-	return s.update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketContent) == nil {
-			return nil
-		}
-		if err := tx.DeleteBucket(bucketContent); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucket(bucketContent)
-		return err
+	return s.update(func(tx kv.Tx) error {
+		return tx.ClearBucket(bucketContent)
 	})
 }

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 // servingFixture is one repository holding: an index with two fetched
@@ -253,7 +253,7 @@ func TestLegacyContentIndex(t *testing.T) {
 	if legacy, err := s.HasLegacyContent(); err != nil || legacy {
 		t.Fatalf("new store: legacy %v, %v", legacy, err)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx kv.Tx) error {
 		return tx.Bucket(bucketContent).Put([]byte("docker.io/a/b@"+string(dgst("x"))), []byte(`{"size":1,"owners":[]}`))
 	})
 	if err != nil {

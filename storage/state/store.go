@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 var (
@@ -36,13 +37,20 @@ var (
 // maxTagHistory bounds the digests remembered per tag.
 const maxTagHistory = 64
 
-// Store is the bbolt-backed state store. It is safe for concurrent use.
+// Store is the state store, on a kv.DB: a bbolt file (one process) or a
+// PostgreSQL database (several replicas). It is safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
-	now func() time.Time
+	db    kv.DB
+	now   func() time.Time
+	owner string
+	lease time.Duration
+	// static is the memory of fail-static serving (nil when off).
+	static *staticDecisions
 
 	mu      sync.Mutex
 	changed chan struct{}
+	stop    context.CancelFunc
+	watched chan struct{}
 }
 
 // Option configures a Store.
@@ -51,40 +59,74 @@ type Option func(*Store)
 // WithClock replaces time.Now, for tests.
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
+// buckets are the buckets every store has.
+var buckets = [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta, bucketLeases}
+
 // Open opens (creating if needed) the bbolt file at path. It fails fast,
-// with a clear error, when another process holds the file.
+// with a clear error, when another process holds the file. The file is
+// this process's alone, so pipeline leases left by an earlier run of it
+// (killed mid-job) are released: its jobs resume at once.
 func Open(path string, opts ...Option) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := kv.OpenBolt(path)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open state %s: the file is locked by another process (is another airlock running?)", path)
-		}
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		return nil, err
 	}
-	s := &Store{db: db, now: time.Now, changed: make(chan struct{})}
+	s, err := New(db, opts...)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	if err := s.releaseLeases(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("init state %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// New returns a store on db. When db is shared by several processes
+// (kv.Watcher), Changed also fires for their commits.
+func New(db kv.DB, opts ...Option) (*Store, error) {
+	s := &Store{db: db, now: time.Now, changed: make(chan struct{}), owner: newOwner(), lease: DefaultLease}
 	for _, o := range opts {
 		o(s)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	err := db.Update(func(tx kv.Tx) error {
+		for _, b := range buckets {
+			if err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("init state %s: %w", path, err)
+		return nil, err
+	}
+	if w, ok := db.(kv.Watcher); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stop, s.watched = cancel, make(chan struct{})
+		go func() {
+			defer close(s.watched)
+			w.Watch(ctx, s.notify)
+		}()
 	}
 	return s, nil
 }
 
-// Close closes the bbolt file.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops watching for other replicas' changes and closes the database.
+func (s *Store) Close() error {
+	if s.stop != nil {
+		s.stop()
+		<-s.watched
+	}
+	return s.db.Close()
+}
+
+// Shared reports whether the store is shared with other processes.
+func (s *Store) Shared() bool { return kv.Shared(s.db) }
 
 // Changed returns a channel that is closed at the next committed state
-// change. Take the channel before reading the state to never miss a change.
+// change (of any replica sharing the store). Take the channel before
+// reading the state to never miss a change.
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,7 +143,7 @@ func (s *Store) notify() {
 // Image returns the record of ref.
 func (s *Store) Image(ref Ref) (Image, error) {
 	var img Image
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return getJSON(tx.Bucket(bucketImages), []byte(ref.String()), &img)
 	})
 	return img, err
@@ -110,7 +152,7 @@ func (s *Store) Image(ref Ref) (Image, error) {
 // Images lists every image record, optionally only those in state st.
 func (s *Store) Images(st State) ([]Image, error) {
 	var out []Image
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
 			var img Image
 			if err := json.Unmarshal(v, &img); err != nil {
@@ -144,7 +186,7 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 		return img, false, err
 	}
 	queued := false
-	err = s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx kv.Tx) error {
 		queued = false
 		images := tx.Bucket(bucketImages)
 		key := []byte(ref.String())
@@ -188,7 +230,7 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 }
 
 // currentTags lists the tags of ref's repository that resolve to ref's digest.
-func currentTags(tx *bolt.Tx, ref Ref) []string {
+func currentTags(tx kv.Tx, ref Ref) []string {
 	var out []string
 	prefix := []byte(ref.Repo() + ":")
 	c := tx.Bucket(bucketTags).Cursor()
@@ -238,7 +280,7 @@ type Change struct {
 // transaction. It returns ErrConflict when the record is not in c.From.
 func (s *Store) Transition(ref Ref, c Change) (Image, error) {
 	var img Image
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		var err error
 		img, err = transition(tx, ref, c, s.now().UTC())
 		return err
@@ -246,7 +288,7 @@ func (s *Store) Transition(ref Ref, c Change) (Image, error) {
 	return img, err
 }
 
-func transition(tx *bolt.Tx, ref Ref, c Change, now time.Time) (Image, error) {
+func transition(tx kv.Tx, ref Ref, c Change, now time.Time) (Image, error) {
 	images := tx.Bucket(bucketImages)
 	key := []byte(ref.String())
 	var img Image
@@ -284,7 +326,7 @@ func (s *Store) RecordTag(upstream, repo, tag string, d digest.Digest, mediaType
 	key := []byte(upstream + "/" + repo + ":" + tag)
 	// Re-resolving a tag to the digest it already has is the common case:
 	// skip the write transaction for it.
-	err := s.db.View(func(tx *bolt.Tx) error { return getJSON(tx.Bucket(bucketTags), key, &t) })
+	err := s.db.View(func(tx kv.Tx) error { return getJSON(tx.Bucket(bucketTags), key, &t) })
 	if err == nil {
 		if cur, ok := t.Current(); ok && cur.Digest == d {
 			return t, nil
@@ -292,7 +334,7 @@ func (s *Store) RecordTag(upstream, repo, tag string, d digest.Digest, mediaType
 	} else if !errors.Is(err, ErrNotFound) {
 		return t, err
 	}
-	err = s.update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx kv.Tx) error {
 		now := s.now().UTC()
 		t = Tag{}
 		b := tx.Bucket(bucketTags)
@@ -327,7 +369,7 @@ func (s *Store) RecordTag(upstream, repo, tag string, d digest.Digest, mediaType
 // Tag returns the history of one tag.
 func (s *Store) Tag(upstream, repo, tag string) (Tag, error) {
 	var t Tag
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		return getJSON(tx.Bucket(bucketTags), []byte(upstream+"/"+repo+":"+tag), &t)
 	})
 	return t, err
@@ -340,7 +382,7 @@ func (s *Store) Tag(upstream, repo, tag string) (Tag, error) {
 func (s *Store) LastApproved(t Tag) (Image, bool, error) {
 	var out Image
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		var stored Tag
 		switch err := getJSON(tx.Bucket(bucketTags), tagKey(t.Upstream, t.Repository, t.Name), &stored); {
 		case err == nil:
@@ -378,7 +420,7 @@ func tagKey(upstream, repo, tag string) []byte {
 func (s *Store) Tags(upstream, repo string) ([]Tag, error) {
 	var out []Tag
 	prefix := []byte(upstream + "/" + repo + ":")
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		c := tx.Bucket(bucketTags).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			// "repo:tag" keys of a longer repository name share no prefix
@@ -398,7 +440,7 @@ func (s *Store) Tags(upstream, repo string) ([]Tag, error) {
 // key ("" for all), limit caps the count (0 for no cap).
 func (s *Store) Audit(image string, limit int) ([]Entry, error) {
 	var out []Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var e Entry
@@ -420,7 +462,7 @@ func (s *Store) Audit(image string, limit int) ([]Entry, error) {
 
 // Record appends an audit entry that changes no state (e.g. "rescan requested").
 func (s *Store) Record(e Entry) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		if e.Time.IsZero() {
 			e.Time = s.now().UTC()
 		}
@@ -429,7 +471,7 @@ func (s *Store) Record(e Entry) error {
 }
 
 // update runs fn in a write transaction and wakes Changed waiters after it commits.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
+func (s *Store) update(fn func(kv.Tx) error) error {
 	if err := s.db.Update(fn); err != nil {
 		return err
 	}
@@ -437,7 +479,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 	return nil
 }
 
-func getJSON(b *bolt.Bucket, key []byte, v any) error {
+func getJSON(b kv.Bucket, key []byte, v any) error {
 	raw := b.Get(key)
 	if raw == nil {
 		return ErrNotFound
@@ -448,7 +490,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 	return nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(b kv.Bucket, key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", key, err)
@@ -460,4 +502,12 @@ func itob(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// Buckets returns the names of the buckets a store keeps, for copying a
+// store to another engine (kv.Export, kv.Copy).
+func Buckets() [][]byte {
+	out := make([][]byte, len(buckets))
+	copy(out, buckets)
+	return out
 }

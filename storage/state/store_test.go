@@ -26,17 +26,18 @@ func newClock() *clock {
 func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// openStore opens a store on a real bbolt file in a temp dir and closes it
-// at the end of the test.
+// openStore opens a store on the engine under test (see backend_test.go)
+// and closes it at the end of the test. It returns where the store lives,
+// for reopen.
 func openStore(t *testing.T, opts ...Option) (*Store, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "airlock.db")
-	s, err := Open(path, opts...)
+	where := newWhere(t)
+	s, err := reopen(t, where, opts...)
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, path
+	return s, where
 }
 
 func dgst(s string) digest.Digest { return digest.FromString(s) }
@@ -706,7 +707,7 @@ func TestRestartKeepsQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2, err := Open(path)
+	s2, err := reopen(t, path)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -742,6 +743,7 @@ func TestRestartKeepsQueue(t *testing.T) {
 }
 
 func TestOpenLockedFile(t *testing.T) {
+	onlyBolt(t)
 	_, path := openStore(t)
 	start := time.Now()
 	s2, err := Open(path)
@@ -758,6 +760,7 @@ func TestOpenLockedFile(t *testing.T) {
 }
 
 func TestOpenBadPath(t *testing.T) {
+	onlyBolt(t)
 	_, err := Open(filepath.Join(t.TempDir(), "missing-dir", "airlock.db"))
 	if err == nil {
 		t.Fatal("Open in a missing directory succeeded")

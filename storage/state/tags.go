@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 )
 
 // maxRefused bounds the digests a tag's refusal remembers; the tag history
@@ -26,7 +26,7 @@ func (s *Store) RevokeByTag(ref Ref, tag string, refuse bool, c Change) (Image, 
 		img Image
 		t   Tag
 	)
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		now := s.now().UTC()
 		b := tx.Bucket(bucketTags)
 		key := tagKey(ref.Upstream, ref.Repository, tag)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/airlockproxy/airlock/storage/kv"
 )
 
 // State is where an image is in the quarantine pipeline.
@@ -300,6 +302,10 @@ type Job struct {
 	Actor     string    `json:"actor"`
 	// Reason is the admin's reason, for jobs an admin started.
 	Reason string `json:"reason,omitempty"`
+	// Owner is the process that runs the job, until LeaseUntil: no other
+	// process claims it before then (see Store.NextJob).
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
 // Entry is one audit-log record.
@@ -324,4 +330,10 @@ type Entry struct {
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("state conflict")
+	// ErrLeaseLost is returned to a worker whose job lease expired and
+	// was taken by another process: its result must not be applied.
+	ErrLeaseLost = errors.New("job lease lost to another process")
+	// ErrUnavailable marks errors of a state database that cannot be
+	// reached (the proxy answers 503, fail-static may still serve).
+	ErrUnavailable = kv.ErrUnavailable
 )

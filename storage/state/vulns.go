@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sort"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/airlockproxy/airlock/storage/kv"
 )
 
 // vulnEntry is one image's exposure to one vulnerability.
@@ -25,7 +25,7 @@ type VulnRef struct {
 // SetVulns replaces the vulnerabilities indexed for ref with vulns (keyed
 // by vulnerability ID), in one transaction.
 func (s *Store) SetVulns(ref Ref, vulns map[string]VulnRef) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		idx, per := tx.Bucket(bucketVulns), tx.Bucket(bucketImageVulns)
 		key := ref.String()
 		var old []string
@@ -53,7 +53,7 @@ func (s *Store) SetVulns(ref Ref, vulns map[string]VulnRef) error {
 func (s *Store) ImagesWithVuln(id string) ([]VulnHit, error) {
 	var out []VulnHit
 	prefix := []byte(id + "\x00")
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx kv.Tx) error {
 		images := tx.Bucket(bucketImages)
 		c := tx.Bucket(bucketVulns).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
