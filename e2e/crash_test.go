@@ -109,11 +109,13 @@ func TestCrashDuringFetchResumes(t *testing.T) {
 	if n := up.CountBlobGETs(big) - gets0; n < 2 {
 		t.Errorf("upstream saw %d GETs of the big layer, want a second one from the resumed job", n)
 	}
-	if fi, err := os.Stat(blobFinalPath(dataDir, big)); err != nil || fi.Size() != int64(len(want.Layers[0].Data)) {
-		t.Errorf("after the resumed fetch: %s: %v (size %v), want the whole layer", blobFinalPath(dataDir, big), err, fi)
-	}
-	if files, _ := uploadBytes(t, dataDir); files != 0 {
-		t.Errorf("%d upload file(s) left under content/uploads after the resumed fetch", files)
+	if !haSuite() { // on S3 the content is not under data_dir
+		if fi, err := os.Stat(blobFinalPath(dataDir, big)); err != nil || fi.Size() != int64(len(want.Layers[0].Data)) {
+			t.Errorf("after the resumed fetch: %s: %v (size %v), want the whole layer", blobFinalPath(dataDir, big), err, fi)
+		}
+		if files, _ := uploadBytes(t, dataDir); files != 0 {
+			t.Errorf("%d upload file(s) left under content/uploads after the resumed fetch", files)
+		}
 	}
 	assertBlobRefused(t, al2, repo, big)
 	r = al2.getManifest(t, repo, d.String())

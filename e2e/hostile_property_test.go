@@ -73,6 +73,7 @@ const (
 	hpDefaultSeed  = 20261123
 	hpDefaultSteps = 60
 	hpDefaultTime  = 75 * time.Second
+	hpReplicaTime  = 60 * time.Second
 )
 
 // hpNode is one manifest the publisher pushed.
@@ -126,13 +127,20 @@ type hpOwn struct {
 }
 
 type hpWorld struct {
-	t        *testing.T
-	seed     int64
-	rng      *rand.Rand // the operations
-	probe    *rand.Rand // sampling within a check
-	up       *registrytest.Upstream
-	front    *registrytest.Front
-	al       *Airlock
+	t     *testing.T
+	seed  int64
+	rng   *rand.Rand // the operations
+	probe *rand.Rand // sampling within a check
+	up    *registrytest.Upstream
+	front *registrytest.Front
+	// cluster is the airlock replicas (one unless the test runs several);
+	// each request goes to a random live one (route).
+	cluster []*Airlock
+	route   *rand.Rand
+	// kills, if set, makes some steps SIGKILL a replica and start a new
+	// one in its place (opts) on the same shared state and storage.
+	kills    bool
+	opts     options
 	c        *http.Client
 	repos    []string
 	ruleRepo string
@@ -176,6 +184,20 @@ type hpWorld struct {
 // publisher's key on hp/a only.
 func TestPropertyHostileUpstream(t *testing.T) {
 	t.Parallel()
+	runHostileProperty(t, 1, hpDefaultTime)
+}
+
+// TestPropertyHostileUpstreamReplicas runs the same model across three
+// replicas on one PostgreSQL state and one S3 store, every request to a
+// random replica, and now and then a replica SIGKILLed (mid-pipeline,
+// mid-signing, wherever it is) and replaced by a new one: what one
+// replica serves, or refuses, must hold on all of them at every step.
+func TestPropertyHostileUpstreamReplicas(t *testing.T) {
+	t.Parallel()
+	runHostileProperty(t, 3, hpReplicaTime)
+}
+
+func runHostileProperty(t *testing.T, replicas int, defaultBudget time.Duration) {
 	seed := int64(hpDefaultSeed)
 	if s := os.Getenv("AIRLOCK_PROP_SEED"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
@@ -184,7 +206,7 @@ func TestPropertyHostileUpstream(t *testing.T) {
 		}
 		seed = v
 	}
-	steps, budget := hpDefaultSteps, hpDefaultTime
+	steps, budget := hpDefaultSteps, defaultBudget
 	if s := os.Getenv("AIRLOCK_PROP_STEPS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 {
@@ -210,7 +232,8 @@ func TestPropertyHostileUpstream(t *testing.T) {
 		sigSubj: map[string][]string{}, approved: map[string]map[string]bool{}, revokedOwn: map[string]map[string]bool{},
 		ownSeen: map[string]map[string]*hpOwn{}, ownOrder: map[string][]string{}, ownBlob: map[string]string{},
 		stats: map[string]int{}, once: map[string]bool{},
-		c: &http.Client{Timeout: 20 * time.Second},
+		c:     &http.Client{Timeout: 20 * time.Second},
+		route: rand.New(rand.NewSource(seed + 1)), kills: replicas > 1,
 	}
 	for _, r := range w.repos {
 		w.pushed[r], w.tags[r], w.approved[r], w.revokedOwn[r], w.ownSeen[r] = map[string]bool{}, map[string]*hpTag{}, map[string]bool{}, map[string]bool{}, map[string]*hpOwn{}
@@ -229,7 +252,7 @@ func TestPropertyHostileUpstream(t *testing.T) {
 	t.Logf("upstream holds %d manifests (%d approvable) and %d blobs across %v, built in %s",
 		len(w.nodes), w.countApprovable(), len(w.bytes)-len(w.nodes), w.repos, time.Since(begin).Round(time.Millisecond))
 
-	w.al = startAirlock(t, nil, options{UpstreamURL: w.front.URL(), NoHold: true, Extra: `
+	w.opts = options{UpstreamURL: w.front.URL(), NoHold: true, Extra: `
 signatures:
   mode: none
   rules:
@@ -239,7 +262,13 @@ signatures:
 signing:
   key: ` + airlockPriv + `
   password_file: ` + airlockPW + `
-`})
+`}
+	if replicas > 1 {
+		w.opts.Shared = newShared(t)
+	}
+	for range replicas {
+		w.cluster = append(w.cluster, startAirlock(t, nil, w.opts))
+	}
 
 	w.check(0, "start")
 	done := 0
@@ -627,7 +656,7 @@ func (w *hpWorld) key(repo, d string) string { return "docker.io/" + repo + "@" 
 
 // adminImage reads a record; ok is false when there is none.
 func (w *hpWorld) adminImage(repo, d string) (hpRecord, bool) {
-	r := w.al.admin(w.t, http.MethodGet, "/api/v1/images/"+w.key(repo, d), nil)
+	r := w.node().admin(w.t, http.MethodGet, "/api/v1/images/"+w.key(repo, d), nil)
 	if r.Status != http.StatusOK {
 		return hpRecord{}, false
 	}
@@ -642,7 +671,7 @@ func (w *hpWorld) adminImage(repo, d string) (hpRecord, bool) {
 }
 
 func (w *hpWorld) adminPost(verb, repo, d string) (int, hpRecord, string) {
-	r := w.al.admin(w.t, http.MethodPost, "/api/v1/"+verb, map[string]string{"image": w.key(repo, d), "reason": "hostile property test"})
+	r := w.node().admin(w.t, http.MethodPost, "/api/v1/"+verb, map[string]string{"image": w.key(repo, d), "reason": "hostile property test"})
 	var rec hpRecord
 	if r.Status == http.StatusOK {
 		_ = json.Unmarshal(r.Body, &rec)
@@ -680,7 +709,22 @@ func (w *hpWorld) pick(n int) int { return w.rng.Intn(n) }
 // how many draws a check makes never shifts the sequence of operations.
 func (w *hpWorld) ppick(n int) int { return w.probe.Intn(n) }
 
+// node returns the replica the next request goes to.
+func (w *hpWorld) node() *Airlock { return w.cluster[w.route.Intn(len(w.cluster))] }
+
+// kill SIGKILLs a random replica and starts a new one in its place.
+func (w *hpWorld) kill() string {
+	i := w.pick(len(w.cluster))
+	old := w.cluster[i]
+	old.Kill(w.t)
+	w.cluster[i] = startAirlock(w.t, nil, w.opts)
+	return fmt.Sprintf("kill replica %d (pid %d), start pid %d", i, old.cmd.Process.Pid, w.cluster[i].cmd.Process.Pid)
+}
+
 func (w *hpWorld) step() string {
+	if w.kills && w.pick(8) == 0 {
+		return w.kill()
+	}
 	repo := w.repos[w.pick(len(w.repos))]
 	in := w.approvableIn(repo)
 	switch p := w.pick(100); {
@@ -805,7 +849,7 @@ func (w *hpWorld) step() string {
 		}
 		deadline := time.Now().Add(60 * time.Second)
 		for {
-			_, _, job := imageJob(w.t, w.al, w.key(repo, d))
+			_, _, job := imageJob(w.t, w.node(), w.key(repo, d))
 			if !job {
 				break
 			}
@@ -881,7 +925,7 @@ func (w *hpWorld) violate(format string, args ...any) {
 }
 
 func (w *hpWorld) do(method, path string, hdr map[string]string) (int, http.Header, []byte, error) {
-	req, err := http.NewRequest(method, w.al.URL+path, nil)
+	req, err := http.NewRequest(method, w.node().URL+path, nil)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -899,7 +943,7 @@ func (w *hpWorld) do(method, path string, hdr map[string]string) (int, http.Head
 
 // snapshot reads every image record.
 func (w *hpWorld) snapshot() {
-	r := w.al.admin(w.t, http.MethodGet, "/api/v1/images", nil)
+	r := w.node().admin(w.t, http.MethodGet, "/api/v1/images", nil)
 	if r.Status != http.StatusOK {
 		w.t.Fatalf("list images: %d %s", r.Status, r.Body)
 	}
