@@ -68,12 +68,25 @@ func (t boltTx) Writable() bool { return t.tx.Writable() }
 
 type boltBucket struct{ b *bolt.Bucket }
 
-func (b boltBucket) Get(key []byte) []byte                    { return b.b.Get(key) }
-func (b boltBucket) Put(key, value []byte) error              { return b.b.Put(key, value) }
-func (b boltBucket) Delete(key []byte) error                  { return b.b.Delete(key) }
-func (b boltBucket) Cursor() Cursor                           { return b.b.Cursor() }
-func (b boltBucket) NextSequence() (uint64, error)            { return b.b.NextSequence() }
-func (b boltBucket) Sequence() uint64                         { return b.b.Sequence() }
-func (b boltBucket) SetSequence(v uint64) error               { return b.b.SetSequence(v) }
-func (b boltBucket) KeyN() int                                { return b.b.Stats().KeyN }
+func (b boltBucket) Get(key []byte) []byte         { return b.b.Get(key) }
+func (b boltBucket) Put(key, value []byte) error   { return b.b.Put(key, value) }
+func (b boltBucket) Delete(key []byte) error       { return b.b.Delete(key) }
+func (b boltBucket) Cursor() Cursor                { return b.b.Cursor() }
+func (b boltBucket) NextSequence() (uint64, error) { return b.b.NextSequence() }
+func (b boltBucket) Sequence() uint64              { return b.b.Sequence() }
+func (b boltBucket) SetSequence(v uint64) error    { return b.b.SetSequence(v) }
+
+// KeyN counts this transaction's own writes too: bbolt's Stats sees only
+// committed pages, so a writable transaction walks the keys instead.
+func (b boltBucket) KeyN() int {
+	if !b.b.Tx().Writable() {
+		return b.b.Stats().KeyN
+	}
+	n := 0
+	c := b.b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
+}
 func (b boltBucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }

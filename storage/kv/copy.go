@@ -18,7 +18,7 @@ type dumpLine struct {
 
 // copyBatch bounds the keys one import transaction writes, so a large
 // state never holds the writer lock for long.
-const copyBatch = 1000
+const copyBatch = 5000
 
 // maxDumpLine bounds one line of a dump (a record is a few KiB at most).
 const maxDumpLine = 16 << 20
@@ -74,9 +74,15 @@ func Import(db DB, allowed [][]byte, r io.Reader) (Counts, error) {
 	sc.Buffer(make([]byte, 64<<10), maxDumpLine)
 	counts := Counts{}
 	var batch []dumpLine
+	bulk, _ := db.(interface{ importBatch([]dumpLine) error })
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if bulk != nil {
+			err := bulk.importBatch(batch)
+			batch = batch[:0]
+			return err
 		}
 		err := db.Update(func(tx Tx) error {
 			for _, l := range batch {

@@ -89,6 +89,10 @@ func TestBucketOperations(t *testing.T) {
 			if got := b.Get([]byte("missing")); got != nil {
 				return fmt.Errorf("missing key = %q", got)
 			}
+			// Counts include this transaction's writes on both engines.
+			if n := b.KeyN(); n != 300 {
+				return fmt.Errorf("KeyN inside the Update = %d, want 300", n)
+			}
 			return b.Delete(key(5))
 		})
 		if err != nil {
@@ -450,6 +454,17 @@ func TestCopy(t *testing.T) {
 	if diff != nil {
 		t.Fatal(diff)
 	}
+	// A key twice in one dump takes its last value.
+	dup := `{"b":"images","k":"ZHVw","v":"MQ=="}` + "\n" + `{"b":"images","k":"ZHVw","v":"Mg=="}` + "\n"
+	if _, err := kv.Import(dst, buckets, bytes.NewReader([]byte(dup))); err != nil {
+		t.Fatal(err)
+	}
+	_ = dst.View(func(tx kv.Tx) error {
+		if v := tx.Bucket([]byte("images")).Get([]byte("dup")); string(v) != "2" {
+			t.Errorf("duplicated key = %q, want the last value 2", v)
+		}
+		return nil
+	})
 	// A dump naming a bucket the store does not keep is refused.
 	if _, err := kv.Import(dst, buckets, bytes.NewReader([]byte(`{"b":"evil","k":"eA==","v":"eQ=="}`+"\n"))); err == nil {
 		t.Error("import of an unknown bucket succeeded")

@@ -193,6 +193,9 @@ func (p *Postgres) once(write bool, fn func(Tx) error) (committing bool, err err
 // wrap marks errors of reaching the database as ErrUnavailable; errors the
 // server sent (a constraint, a syntax error) are returned as they are.
 func (p *Postgres) wrap(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code[:2] {
@@ -488,4 +491,41 @@ func (c *pgCursor) step(fwd bool) (k, v []byte) {
 		return c.load(true, qAfter, c.b.name, c.cur, cursorBatch)
 	}
 	return c.load(false, qPrev, c.b.name, c.cur, cursorBatch)
+}
+
+// importBatch writes a batch of a dump in one transaction with COPY: a
+// statement per key would make moving a large bbolt state take hours.
+func (p *Postgres) importBatch(batch []dumpLine) error {
+	return p.Update(func(t Tx) error {
+		pt := t.(*pgTx)
+		pt.wrote = true
+		ctx, tx := pt.ctx, pt.tx
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE airlock_import (n bigint, bucket text, key bytea, value bytea) ON COMMIT DROP`); err != nil {
+			return p.wrap(err)
+		}
+		var rows [][]any
+		for _, l := range batch {
+			if l.Seq != nil {
+				if _, err := tx.Exec(ctx, `INSERT INTO airlock_kv_seq (bucket, value) VALUES ($1, $2)
+					ON CONFLICT (bucket) DO UPDATE SET value = GREATEST(airlock_kv_seq.value, EXCLUDED.value)`, l.Bucket, int64(*l.Seq)); err != nil {
+					return p.wrap(err)
+				}
+				continue
+			}
+			v := l.Value
+			if v == nil {
+				v = []byte{}
+			}
+			rows = append(rows, []any{int64(len(rows)), l.Bucket, l.Key, v})
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"airlock_import"}, []string{"n", "bucket", "key", "value"}, pgx.CopyFromRows(rows)); err != nil {
+			return p.wrap(err)
+		}
+		// A key twice in one batch (a dump written by hand) takes its
+		// last value, as a put after a put does.
+		_, err := tx.Exec(ctx, `INSERT INTO airlock_kv (bucket, key, value)
+			SELECT DISTINCT ON (bucket, key) bucket, key, value FROM airlock_import ORDER BY bucket, key, n DESC
+			ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value`)
+		return p.wrap(err)
+	})
 }

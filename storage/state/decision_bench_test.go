@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlockproxy/airlock/internal/pgtest"
 	"github.com/airlockproxy/airlock/storage/kv"
 	"github.com/opencontainers/go-digest"
 )
@@ -37,16 +39,51 @@ const decisionsPerOp = 2000
 // manifest that lists it), each from
 // one goroutine and from GOMAXPROCS goroutines (b.RunParallel). Reported:
 // decisions/s (per second of wall time, over all goroutines).
+//
+// Engines, side by side in one run: bbolt (the file) and postgres (the
+// same records copied into a PostgreSQL database on this machine, reached
+// over 127.0.0.1, as replicas reach theirs; decisions read through, no
+// cache).
 func BenchmarkManifestDecision(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "airlock.db")
 	start := time.Now()
 	refs := fillDecisionDB(b, path, decisionBenchImages)
-	s, err := Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
 	b.Logf("filled %d image records in %s", len(refs), time.Since(start).Round(time.Millisecond))
+	b.Run("bbolt", func(b *testing.B) {
+		s, err := Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchDecisions(b, s, refs)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		src, err := kv.OpenBolt(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dsn := pgtest.Shared(b).NewDatabase(b)
+		dst, err := kv.OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		counts, err := kv.Copy(dst, src, Buckets())
+		src.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("copied %v into PostgreSQL in %s", counts, time.Since(start).Round(time.Millisecond))
+		s, err := New(dst)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchDecisions(b, s, refs)
+	})
+}
+
+func benchDecisions(b *testing.B, s *Store, refs []Ref) {
 
 	unknown := make([]Ref, 4096)
 	for i := range unknown {
