@@ -19,7 +19,7 @@ FUZZTIME ?= 150000x
 BENCHTIME ?= 3x
 
 .DEFAULT_GOAL := build
-.PHONY: build run test test-unit test-e2e fuzz fuzz-long bench fmt fmt-check vet clean help
+.PHONY: build run test test-unit test-e2e test-ha fuzz fuzz-long bench fmt fmt-check vet clean help
 
 ## build: bin/airlock, a static binary stamped with the git version
 build:
@@ -51,8 +51,9 @@ run: build
 	echo "    ./$(BIN) revoke docker.io/library/alpine:3.20 --reason 'withdrawn'"; \
 	exec ./$(BIN) serve $(ARGS)
 
-## test: vet, gofmt check, race-enabled unit tests, end-to-end tests, a short router fuzz
-test: vet fmt-check test-unit test-e2e fuzz
+## test: vet, gofmt check, race-enabled unit tests, end-to-end tests (the
+##       multi-replica ones among them), the same on PostgreSQL + S3, a short fuzz
+test: vet fmt-check test-unit test-e2e test-ha fuzz
 
 ## test-unit: every package except ./e2e, with the race detector
 test-unit:
@@ -66,6 +67,18 @@ test-e2e:
 	else \
 	  echo "e2e: no test files yet"; \
 	fi
+
+# The e2e tests that run again with every airlock on PostgreSQL + S3: the
+# gate, its hostile-upstream tests, the admin API, crash and kill recovery,
+# and the real clients. (The multi-replica tests run in test-e2e.)
+HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*)$$
+
+## test-ha: the state store's tests on PostgreSQL (the same tests as on
+##          bbolt), and the gate's e2e suite with every airlock on a
+##          PostgreSQL state and an S3 (MinIO) content store
+test-ha:
+	AIRLOCK_TEST_STATE=postgres $(GO) test -race -count=1 ./storage/state/
+	AIRLOCK_E2E_BACKEND=ha $(GO) test -count=1 -run '$(HA_SUITE)' ./e2e/
 
 ## fuzz: fuzz the router's name/reference/ns parser for $(FUZZTIME) inputs
 fuzz:
