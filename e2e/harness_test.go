@@ -98,6 +98,8 @@ type options struct {
 	// content store (a replica). With AIRLOCK_E2E_BACKEND=ha every airlock
 	// gets one, per data directory, so the whole suite runs on that backend.
 	Shared *sharedBackend
+	// Env is more environment for the airlock process.
+	Env []string
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -267,7 +269,7 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 		return nil, err
 	}
 	a.cmd = exec.Command(airlockBin, "serve", "--config", a.Config)
-	a.cmd.Env = childEnv(o.Shared.env()...)
+	a.cmd.Env = childEnv(append(o.Shared.env(), o.Env...)...)
 	// The child writes straight into the file (no pipe goroutine), so
 	// whatever it logged before answering a request is readable after.
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf

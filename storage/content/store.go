@@ -42,6 +42,7 @@ const uploadsDir = "/uploads"
 type Store struct {
 	driver  storagedriver.StorageDriver
 	presign *presigner // nil unless the driver is s3
+	cache   *byteCache // Get's, for manifests
 }
 
 // New returns a store on the named distribution driver with its parameters.
@@ -52,17 +53,19 @@ func New(ctx context.Context, driver string, params map[string]any) (*Store, err
 		if err != nil {
 			return nil, err
 		}
-		return &Store{driver: d, presign: p}, nil
+		return &Store{driver: d, presign: p, cache: newByteCache()}, nil
 	}
 	d, err := factory.Create(ctx, driver, params)
 	if err != nil {
 		return nil, fmt.Errorf("storage driver %s: %w", driver, err)
 	}
-	return &Store{driver: d}, nil
+	return &Store{driver: d, cache: newByteCache()}, nil
 }
 
 // NewWithDriver returns a store on an existing driver.
-func NewWithDriver(d storagedriver.StorageDriver) *Store { return &Store{driver: d} }
+func NewWithDriver(d storagedriver.StorageDriver) *Store {
+	return &Store{driver: d, cache: newByteCache()}
+}
 
 // blobPath spreads content over directories the way distribution does.
 func blobPath(d digest.Digest) string {
@@ -87,10 +90,19 @@ func (s *Store) Get(ctx context.Context, d digest.Digest) ([]byte, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
+	if b, ok := s.cache.get(d); ok {
+		return b, nil
+	}
 	b, err := s.driver.GetContent(ctx, blobPath(d))
 	if err != nil {
 		return nil, mapErr(d, err)
 	}
+	// Checked on every read from the driver: shared storage is written
+	// by other processes too, and a manifest is small.
+	if got := d.Algorithm().FromBytes(b); got != d {
+		return nil, fmt.Errorf("%s: %w: stored content hashes to %s", d, ErrDigestMismatch, got)
+	}
+	s.cache.add(d, b)
 	return b, nil
 }
 

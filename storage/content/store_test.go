@@ -536,3 +536,31 @@ func TestConcurrentPutsOfManyDigests(t *testing.T) {
 		}
 	})
 }
+
+// TestGetVerifiesStoredBytes: Get hands out only bytes that hash to the
+// digest asked for, from the driver or from its cache: content changed
+// behind the store's back (shared storage) is an error, not a manifest.
+func TestGetVerifiesStoredBytes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store, drv storagedriver.StorageDriver) {
+		ctx := context.Background()
+		b := []byte(`{"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+		d := digest.FromBytes(b)
+		if err := s.PutBytes(ctx, d, b); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+		if err := drv.PutContent(ctx, blobPath(d), []byte(`{"evil":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		// The cache holds the verified bytes.
+		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("cached Get = %q, %v", got, err)
+		}
+		// Another process (a fresh cache) reads the changed bytes: refused.
+		if got, err := NewWithDriver(drv).Get(ctx, d); !errors.Is(err, ErrDigestMismatch) {
+			t.Fatalf("Get of tampered content = %q, %v; want ErrDigestMismatch", got, err)
+		}
+	})
+}

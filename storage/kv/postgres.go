@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,12 @@ func ParseDSN(dsn string) (*pgxpool.Config, error) {
 	// Settings of every session: a replica that stalls inside a
 	// transaction (paused, partitioned) must not hold the writer lock
 	// for long.
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgxpool's default (the CPU count) queues a busy registry's
+		// decisions behind a handful of connections; each is one short
+		// read transaction, so more connections are cheap.
+		cfg.MaxConns = 32
+	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "airlock"
 	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "30000"
 	return cfg, nil
