@@ -1,7 +1,6 @@
 package deploy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -22,7 +21,6 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/pelletier/go-toml/v2"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -39,53 +37,13 @@ const (
 	placeholder = "REPLACE-ME"
 )
 
-// manifests holds every Kubernetes object of deploy/kubernetes, decoded
-// strictly into its API type.
-type manifests struct {
-	files       []string
-	namespaces  []*corev1.Namespace
-	statefulSet *appsv1.StatefulSet
-	services    map[string]*corev1.Service
-	configMaps  map[string]*corev1.ConfigMap
-	secrets     map[string]*corev1.Secret
-}
-
-// splitDocs splits a multi-document YAML file on "---" lines.
-func splitDocs(b []byte) [][]byte {
-	var docs [][]byte
-	var cur bytes.Buffer
-	flush := func() {
-		if strings.TrimSpace(stripComments(cur.String())) != "" {
-			docs = append(docs, bytes.Clone(cur.Bytes()))
-		}
-		cur.Reset()
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if strings.TrimRight(sc.Text(), " \t") == "---" {
-			flush()
-			continue
-		}
-		cur.WriteString(sc.Text())
-		cur.WriteByte('\n')
-	}
-	flush()
-	return docs
-}
-
-func stripComments(s string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
+// loadManifests decodes the single-node install, deploy/kubernetes: one
+// StatefulSet and no Deployment or PodDisruptionBudget (those are the HA
+// install's).
 func loadManifests(t *testing.T) *manifests {
 	t.Helper()
-	m := &manifests{services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	m := newManifests("the single-node install (deploy/kubernetes)",
+		kindNamespace, kindStatefulSet, kindService, kindConfigMap, kindSecret)
 	files, err := filepath.Glob("kubernetes/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests: %v", err)
@@ -99,54 +57,9 @@ func loadManifests(t *testing.T) *manifests {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, doc := range splitDocs(b) {
-			var tm struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-			}
-			if err := yaml.Unmarshal(doc, &tm); err != nil {
-				t.Fatalf("%s doc %d: %v", f, i, err)
-			}
-			// UnmarshalStrict: unknown or duplicate fields are errors.
-			strict := func(into any) {
-				t.Helper()
-				if err := yaml.UnmarshalStrict(doc, into); err != nil {
-					t.Fatalf("%s doc %d (%s): %v", f, i, tm.Kind, err)
-				}
-			}
-			switch tm.APIVersion + " " + tm.Kind {
-			case "v1 Namespace":
-				var o corev1.Namespace
-				strict(&o)
-				m.namespaces = append(m.namespaces, &o)
-			case "apps/v1 StatefulSet":
-				var o appsv1.StatefulSet
-				strict(&o)
-				if m.statefulSet != nil {
-					t.Fatalf("%s: a second StatefulSet", f)
-				}
-				m.statefulSet = &o
-			case "v1 Service":
-				var o corev1.Service
-				strict(&o)
-				m.services[o.Name] = &o
-			case "v1 ConfigMap":
-				var o corev1.ConfigMap
-				strict(&o)
-				m.configMaps[o.Name] = &o
-			case "v1 Secret":
-				var o corev1.Secret
-				strict(&o)
-				m.secrets[o.Name] = &o
-			default:
-				t.Fatalf("%s doc %d: unexpected object %q %q", f, i, tm.APIVersion, tm.Kind)
-			}
-		}
+		m.decode(t, f, b)
 	}
-	if m.statefulSet == nil || len(m.services) == 0 || len(m.configMaps) == 0 || len(m.secrets) == 0 || len(m.namespaces) == 0 {
-		t.Fatalf("missing objects: statefulset=%v services=%d configmaps=%d secrets=%d namespaces=%d",
-			m.statefulSet != nil, len(m.services), len(m.configMaps), len(m.secrets), len(m.namespaces))
-	}
+	m.complete(t, "kubernetes")
 	return m
 }
 

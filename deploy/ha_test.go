@@ -14,10 +14,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
@@ -26,81 +24,12 @@ import (
 
 const haDir = "kubernetes/ha"
 
-// haManifests holds every Kubernetes object of deploy/kubernetes/ha, decoded
-// strictly into its API type.
-type haManifests struct {
-	files      []string
-	namespaces []*corev1.Namespace
-	deployment *appsv1.Deployment
-	pdb        *policyv1.PodDisruptionBudget
-	services   map[string]*corev1.Service
-	configMaps map[string]*corev1.ConfigMap
-	secrets    map[string]*corev1.Secret
-}
-
-// decode decodes the objects of the multi-document YAML b (from file f)
-// into m; UnmarshalStrict makes unknown or duplicate fields errors.
-func (m *haManifests) decode(t *testing.T, f string, b []byte) {
-	t.Helper()
-	for i, doc := range splitDocs(b) {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			t.Fatalf("%s doc %d: %v", f, i, err)
-		}
-		strict := func(into any) {
-			t.Helper()
-			if err := yaml.UnmarshalStrict(doc, into); err != nil {
-				t.Fatalf("%s doc %d (%s): %v", f, i, tm.Kind, err)
-			}
-		}
-		switch tm.APIVersion + " " + tm.Kind {
-		case "v1 Namespace":
-			var o corev1.Namespace
-			strict(&o)
-			m.namespaces = append(m.namespaces, &o)
-		case "apps/v1 Deployment":
-			var o appsv1.Deployment
-			strict(&o)
-			if m.deployment != nil {
-				t.Fatalf("%s: a second Deployment", f)
-			}
-			m.deployment = &o
-		case "policy/v1 PodDisruptionBudget":
-			var o policyv1.PodDisruptionBudget
-			strict(&o)
-			if m.pdb != nil {
-				t.Fatalf("%s: a second PodDisruptionBudget", f)
-			}
-			m.pdb = &o
-		case "v1 Service":
-			var o corev1.Service
-			strict(&o)
-			m.services[o.Name] = &o
-		case "v1 ConfigMap":
-			var o corev1.ConfigMap
-			strict(&o)
-			m.configMaps[o.Name] = &o
-		case "v1 Secret":
-			var o corev1.Secret
-			strict(&o)
-			m.secrets[o.Name] = &o
-		default:
-			// A StatefulSet in particular: the HA install has none.
-			t.Fatalf("%s doc %d: unexpected object %q %q", f, i, tm.APIVersion, tm.Kind)
-		}
-	}
-}
-
-func newHAManifests() *haManifests {
-	return &haManifests{services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
-}
-
-func (m *haManifests) complete(t *testing.T, where string) {
-	t.Helper()
-	if m.deployment == nil || m.pdb == nil || len(m.services) == 0 || len(m.configMaps) == 0 || len(m.secrets) == 0 || len(m.namespaces) == 0 {
-		t.Fatalf("%s: missing objects: deployment=%v pdb=%v services=%d configmaps=%d secrets=%d namespaces=%d", where,
-			m.deployment != nil, m.pdb != nil, len(m.services), len(m.configMaps), len(m.secrets), len(m.namespaces))
-	}
+// newHAManifests returns an empty manifests for the HA install,
+// deploy/kubernetes/ha: a Deployment and a PodDisruptionBudget, and no
+// StatefulSet (that is the single-node install's).
+func newHAManifests() *manifests {
+	return newManifests("the HA install (deploy/"+haDir+")",
+		kindNamespace, kindDeployment, kindPDB, kindService, kindConfigMap, kindSecret)
 }
 
 // haKustomization is deploy/kubernetes/ha/kustomization.yaml, decoded
@@ -127,7 +56,7 @@ func loadHAKustomization(t *testing.T) haKustomization {
 }
 
 // loadHAManifests decodes the files ha/kustomization.yaml lists.
-func loadHAManifests(t *testing.T) *haManifests {
+func loadHAManifests(t *testing.T) *manifests {
 	t.Helper()
 	m := newHAManifests()
 	for _, r := range loadHAKustomization(t).Resources {
@@ -181,7 +110,7 @@ type haAirlockYAML struct {
 
 // haPodEnv returns the environment the Deployment's container gets: plain
 // values, and values from the manifests' Secrets.
-func haPodEnv(t *testing.T, m *haManifests, c corev1.Container) map[string]string {
+func haPodEnv(t *testing.T, m *manifests, c corev1.Container) map[string]string {
 	t.Helper()
 	env := map[string]string{}
 	for _, e := range c.Env {

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -294,59 +293,13 @@ func benchPull(ctx context.Context, c *http.Client, base, repo, tag string) erro
 // latencies runs total requests to u with c concurrent clients and returns
 // every request's duration.
 func latencies(ctx context.Context, cl *http.Client, u, accept string, conc, total int) ([]time.Duration, error) {
-	var next atomic.Int64
-	out := make([][]time.Duration, conc)
-	errs := make([]error, conc)
-	var wg sync.WaitGroup
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(total) {
-				start := time.Now()
-				if _, err := benchGet(ctx, cl, u, accept); err != nil {
-					errs[w] = err
-					return
-				}
-				out[w] = append(out[w], time.Since(start))
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return slices.Concat(out...), nil
+	return latenciesAcross(ctx, cl, []string{u}, accept, conc, total)
 }
 
 // throughput GETs u reps times with conc concurrent clients (reps each) and
 // returns the aggregate MB/s (1 MB = 1e6 bytes).
 func throughput(ctx context.Context, cl *http.Client, u string, size int64, conc, reps int) (float64, error) {
-	var wg sync.WaitGroup
-	errs := make([]error, conc)
-	start := time.Now()
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range reps {
-				n, err := benchGet(ctx, cl, u, "")
-				if err == nil && n != size {
-					err = fmt.Errorf("GET %s: %d bytes, want %d", u, n, size)
-				}
-				if err != nil {
-					errs[w] = err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
-	}
-	return float64(size) * float64(conc*reps) / el.Seconds() / 1e6, nil
+	return throughputAcross(ctx, cl, []string{u}, size, conc, reps)
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {

@@ -365,3 +365,60 @@ func TestHAPostgresRestart(t *testing.T) {
 		assertSame(t, "after the restart", wants[i], mustPull(t, rs[(i+2)%3].Ref(t, ref)))
 	}
 }
+
+// TestHAFailStatic: with state.fail_static, a replica that loses
+// PostgreSQL keeps serving what it served within the window, answers 503
+// for the rest, and says so on /readyz (200 "degraded", so a load
+// balancer keeps it); when the database is back it decides as before.
+func TestHAFailStatic(t *testing.T) {
+	pg := pgtest.Start(t) // its own server: this test stops it
+	b := newShared(t)
+	b.DSN = pg.NewDatabase(t)
+	up := registrytest.NewUpstream(t)
+	rs := startReplicas(t, up, 1, b, options{Policy: "auto", Hold: 30 * time.Second,
+		Edit: func(cfg string) string { return strings.Replace(cfg, "  driver: postgres\n", "  driver: postgres\n  fail_static: 1m\n", 1) }})
+	a := rs[0]
+	var refs []string
+	var wants []*artifact
+	for i := range 2 {
+		repo := fmt.Sprintf("library/static%d", i)
+		d := up.PushImage(t, repo+":v1", registrytest.Image(t, 1, 4096, types.OCIManifestSchema1))
+		wants = append(wants, mustPull(t, up.Ref(t, repo+"@"+d.String())))
+		refs = append(refs, repo+"@"+d.String())
+	}
+	// Both approved; only the first is pulled through this replica.
+	assertSame(t, "before the outage", wants[0], mustPull(t, a.Ref(t, refs[0])))
+	if _, err := pull(a.Ref(t, refs[1])); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(t, "docker.io/"+refs[1], stateTimeout, "approved")
+	// A third image never reaches this replica before the outage.
+	repo3 := "library/static-unseen"
+	d3 := up.PushImage(t, repo3+":v1", registrytest.Image(t, 1, 4096, types.OCIManifestSchema1))
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	assertSame(t, "during the outage", wants[0], mustPull(t, a.Ref(t, refs[0])))
+	status, _, err := manifestGET(a, repo3, d3.String())
+	if err != nil || status != http.StatusServiceUnavailable {
+		t.Errorf("unseen image during the outage: %d, %v; want 503", status, err)
+	}
+	r := doHTTP(t, http.MethodGet, a.AdminURL+"/readyz", nil, nil)
+	if r.Status != http.StatusOK || !strings.HasPrefix(string(r.Body), "degraded") || r.Header.Get("Airlock-Degraded") != "true" {
+		t.Errorf("/readyz during the outage: %d %q", r.Status, r.Body)
+	}
+	pg.Restart(t)
+	waitFor(t, 30*time.Second, "/readyz ready again", func() bool {
+		r := doHTTP(t, http.MethodGet, a.AdminURL+"/readyz", nil, nil)
+		return r.Status == http.StatusOK && strings.HasPrefix(string(r.Body), "ready")
+	})
+	// Back to normal: the unseen image goes through the pipeline (policy
+	// auto) and the held pull is answered once it is approved.
+	if status, _, err := manifestGET(a, repo3, d3.String()); err != nil || status != http.StatusOK {
+		t.Errorf("new image after the outage: %d, %v; want 200 after its pipeline", status, err)
+	}
+	if rec, _ := a.image(t, "docker.io/"+repo3+"@"+d3.String()); rec.Image.State != "approved" {
+		t.Errorf("new image after the outage is %q", rec.Image.State)
+	}
+}

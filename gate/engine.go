@@ -121,6 +121,13 @@ func (e *Engine) pruneAudit(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		// Leases a killed replica held end by themselves; their keys
+		// are removed here so they do not pile up.
+		if n, err := e.store.PruneLeases(); err != nil {
+			e.log.Error("lease pruning", "err", err)
+		} else if n > 0 {
+			e.log.Info("expired leases removed", "leases", n)
+		}
 		start := time.Now()
 		n, err := e.store.PruneAudit(e.audit.MaxAge, e.audit.MaxEntries)
 		switch {

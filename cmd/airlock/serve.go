@@ -261,7 +261,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
-	log.Info("airlock started", "version", version, "data_dir", cfg.DataDir, "storage", cfg.Storage.Driver,
+	log.Info("airlock started", "version", version, "data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "state", cfg.State.Driver, "lease_owner", store.Owner(),
 		"policy", cfg.Gate.Policy, "tag_mode", cfg.Gate.TagMode, "upstreams", len(cfg.Upstreams))
 
 	select {

@@ -64,20 +64,22 @@ func Main(m *testing.M) int {
 // Exec runs one statement on dsn.
 func (s *Server) Exec(t testing.TB, dsn, sql string, args ...any) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
+	return withConn(dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql, args...)
 		return err
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, sql, args...)
-	return err
+	})
 }
 
 // QueryRow runs a query on dsn and scans its one row into dest.
 func (s *Server) QueryRow(t testing.TB, dsn, sql string, dest ...any) error {
 	t.Helper()
+	return withConn(dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, sql).Scan(dest...)
+	})
+}
+
+// withConn runs fn on a new connection to dsn, closed after.
+func withConn(dsn string, fn func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -85,5 +87,5 @@ func (s *Server) QueryRow(t testing.TB, dsn, sql string, dest ...any) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	return conn.QueryRow(ctx, sql).Scan(dest...)
+	return fn(ctx, conn)
 }

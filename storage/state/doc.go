@@ -1,7 +1,21 @@
-// Package state is Airlock's state store in bbolt: image records, the tag to
-// digest history, the links that say in which role a manifest references a
-// digest, the persistent job queue and the audit log. Every state
-// transition commits in one transaction with its audit entry.
+// Package state is Airlock's state store: image records, the tag to digest
+// history, the links that say in which role a manifest references a
+// digest, the persistent job queue with its leases and the audit log. It
+// runs on a kv.DB: a bbolt file for one process (Open) or a PostgreSQL
+// database that several replicas share (New), with one code path for both.
+// Every state transition commits in one transaction with its audit entry.
+//
+// # Replicas
+//
+// On a shared database, a job is leased to one process (NextJob, RenewJob;
+// a lease ends after WithLease unless renewed, and the job then goes to
+// whoever claims it next), a result from a process that lost its lease is
+// refused (ErrLeaseLost), named leases (TryLease) make one process do a
+// piece of work for all, and Changed fires for every process's commits.
+// Decisions read the database every time: there is no decision cache to
+// invalidate, so a change committed through one replica is what every
+// replica decides by from its next request on. WithFailStatic is the one
+// exception, and only while the database cannot be reached.
 //
 // # What is served
 //
