@@ -376,7 +376,9 @@ func TestHAFailStatic(t *testing.T) {
 	b.DSN = pg.NewDatabase(t)
 	up := registrytest.NewUpstream(t)
 	rs := startReplicas(t, up, 1, b, options{Policy: "auto", Hold: 30 * time.Second,
-		Edit: func(cfg string) string { return strings.Replace(cfg, "  driver: postgres\n", "  driver: postgres\n  fail_static: 1m\n", 1) }})
+		Edit: func(cfg string) string {
+			return strings.Replace(cfg, "  driver: postgres\n", "  driver: postgres\n  fail_static: 1m\n", 1)
+		}})
 	a := rs[0]
 	var refs []string
 	var wants []*artifact
