@@ -424,3 +424,19 @@ func TestHAFailStatic(t *testing.T) {
 		t.Errorf("new image after the outage is %q", rec.Image.State)
 	}
 }
+
+// TestHARevokeCutsDownloadOnOtherReplica: a revoke through one replica
+// cuts a download already in flight from another (the serving replica
+// is woken by the database's notification, not by its own admin call).
+func TestHARevokeCutsDownloadOnOtherReplica(t *testing.T) {
+	up := registrytest.NewUpstream(t)
+	const repo = "inflight/replicas"
+	d, layer, data := pushBigLayerImage(t, up, repo)
+	key := "docker.io/" + repo + "@" + d.String()
+	rs := startReplicas(t, up, 2, nil, options{NoHold: true})
+	_ = rs[0].getManifest(t, repo, "1")
+	rs[0].waitState(t, key, 2*time.Minute, "awaiting-approval")
+	rs[1].action(t, "approve", key, "e2e")
+	rs[0].waitState(t, key, stateTimeout, "approved")
+	assertRevokeCutsDownload(t, rs[0], rs[1], repo, key, layer, data)
+}

@@ -751,29 +751,43 @@ func smallRcvBufClient() *http.Client {
 // and the next request is refused.
 func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 	t.Parallel()
-	const size = 64 << 20
 	up := registrytest.NewUpstream(t)
 	const repo = "inflight/big"
-	data := make([]byte, size)
+	d, layer, data := pushBigLayerImage(t, up, repo)
+	key := "docker.io/" + repo + "@" + d.String()
+	al := startAirlock(t, up, options{NoHold: true})
+	_ = al.getManifest(t, repo, "1")
+	al.waitState(t, key, 2*time.Minute, "awaiting-approval")
+	al.action(t, "approve", key, "hostile test")
+	al.waitState(t, key, stateTimeout, "approved")
+	assertRevokeCutsDownload(t, al, al, repo, key, layer, data)
+}
+
+// pushBigLayerImage pushes repo:1, an image with one random 64 MiB layer,
+// and returns its digest, the layer's digest and bytes.
+func pushBigLayerImage(t *testing.T, up *registrytest.Upstream, repo string) (v1.Hash, v1.Hash, []byte) {
+	t.Helper()
+	data := make([]byte, 64<<20)
 	rand.New(rand.NewSource(9)).Read(data)
 	img, err := mutate.Append(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON),
 		mutate.Addendum{Layer: static.NewLayer(data, types.OCILayer), MediaType: types.OCILayer})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := up.PushImage(t, repo+":1", img)
-	layer := sha256Hash(data)
-	key := "docker.io/" + repo + "@" + d.String()
+	return up.PushImage(t, repo+":1", img), sha256Hash(data), data
+}
 
-	al := startAirlock(t, up, options{NoHold: true})
-	_ = al.getManifest(t, repo, "1")
-	al.waitState(t, key, 2*time.Minute, "awaiting-approval")
-	al.action(t, "approve", key, "hostile test")
-	al.waitState(t, key, stateTimeout, "approved")
-
+// assertRevokeCutsDownload downloads the approved layer (data) slowly from
+// dl, revokes image key through admin (the same airlock, or another
+// replica), reads on at 4 MiB/s and checks that the download is cut: an
+// error (not a clean EOF) before half the blob arrived and within 10 s,
+// and the next request is refused.
+func assertRevokeCutsDownload(t *testing.T, dl, admin *Airlock, repo, key string, layer v1.Hash, data []byte) {
+	t.Helper()
+	size := int64(len(data))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, al.URL+"/v2/"+repo+"/blobs/"+layer.String(), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, dl.URL+"/v2/"+repo+"/blobs/"+layer.String(), nil)
 	resp, err := smallRcvBufClient().Do(req)
 	if err != nil {
 		t.Fatalf("GET the approved layer: %v", err)
@@ -793,7 +807,7 @@ func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 	// After the revoke it reads on at 4 MiB/s, so the whole blob would take
 	// 16 s: a cut made within a few seconds, however the server notices the
 	// revoke, ends the download well short of its end.
-	al.action(t, "revoke", key, "hostile test: revoked mid-download")
+	admin.action(t, "revoke", key, "hostile test: revoked mid-download")
 	revoked := time.Now()
 	const rate = 4 << 20
 	buf := make([]byte, 64<<10)
@@ -812,7 +826,7 @@ func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 	}
 	total := int64(len(head)) + n
 	elapsed := time.Since(revoked)
-	t.Logf("after the revoke the client read %d more bytes in %s (%d of %d in all), ending with %v", n, elapsed.Round(time.Millisecond), total, size, rerr)
+	t.Logf("after the revoke through %s the client of %s read %d more bytes in %s (%d of %d in all), ending with %v", admin.Host, dl.Host, n, elapsed.Round(time.Millisecond), total, size, rerr)
 	switch {
 	case total >= size:
 		t.Errorf("LEAK: the whole %d-byte blob of the revoked image arrived (%d bytes after the revoke, %s)", size, n, elapsed.Round(time.Millisecond))
@@ -824,5 +838,5 @@ func TestHostileRevokeCutsInFlightBlob(t *testing.T) {
 	if elapsed > 10*time.Second {
 		t.Errorf("the download was cut only %s after the revoke", elapsed)
 	}
-	assertNotServed(t, al, "layer of the revoked image", repo, "blobs", layer.String())
+	assertNotServed(t, dl, "layer of the revoked image", repo, "blobs", layer.String())
 }
