@@ -137,27 +137,29 @@ func (p *Postgres) View(fn func(Tx) error) error { return p.run(false, fn) }
 // Update implements DB: a transaction holding the writer lock.
 func (p *Postgres) Update(fn func(Tx) error) error { return p.run(true, fn) }
 
-// run runs fn in a transaction. A transaction that failed because the
-// database could not be reached (a restart, a dropped pooled connection)
-// before its commit was sent has changed nothing, and runs again, twice
-// at most: a restart of PostgreSQL costs a replica a short wait, not
-// errors on every pooled connection.
+// run runs fn in a transaction. A transaction that could not begin
+// because the database could not be reached (a restart left the pool with
+// dead connections: the first statement on each finds out) begins again,
+// twice at most, so a restart of PostgreSQL costs a replica a short wait,
+// not an error per pooled connection. Once fn has run it is never run
+// again: callers collect results in variables of their own.
 func (p *Postgres) run(write bool, fn func(Tx) error) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 		}
-		var committing bool
-		committing, err = p.once(write, fn)
-		if err == nil || committing || !errors.Is(err, ErrUnavailable) {
+		var ran bool
+		ran, err = p.once(write, fn)
+		if err == nil || ran || !errors.Is(err, ErrUnavailable) {
 			return err
 		}
 	}
 	return err
 }
 
-func (p *Postgres) once(write bool, fn func(Tx) error) (committing bool, err error) {
+// once runs fn in one transaction; ran reports whether fn was called.
+func (p *Postgres) once(write bool, fn func(Tx) error) (ran bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
@@ -181,20 +183,20 @@ func (p *Postgres) once(write bool, fn func(Tx) error) (committing bool, err err
 	if t.err != nil {
 		// A failed read looked like a missing key to fn: its result
 		// is not to be trusted, whatever it was.
-		return false, t.err
+		return true, t.err
 	}
 	if ferr != nil {
-		return false, ferr
+		return true, ferr
 	}
 	if write && t.wrote {
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", notifyChannel); err != nil {
-			return false, p.wrap(err)
+			return true, p.wrap(err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return true, p.wrap(err)
 	}
-	return false, nil
+	return true, nil
 }
 
 // wrap marks errors of reaching the database as ErrUnavailable; errors the
