@@ -90,6 +90,20 @@ upstreams:
 			},
 			want: []string{"gate.policy", "yolo"},
 		},
+		{
+			name: "postgres without a dsn",
+			config: func(dir string) string {
+				return base(dir, freePort(t), freePort(t), "http://127.0.0.1:1") + "state:\n  driver: postgres\n"
+			},
+			want: []string{"state.dsn", "AIRLOCK_STATE_DSN"},
+		},
+		{
+			name: "fail_static on bbolt",
+			config: func(dir string) string {
+				return base(dir, freePort(t), freePort(t), "http://127.0.0.1:1") + "state:\n  fail_static: 5m\n"
+			},
+			want: []string{"state.fail_static", "postgres"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -116,6 +130,30 @@ upstreams:
 			t.Logf("%s: %s", tc.name, strings.TrimSpace(out))
 		})
 	}
+
+	// A database that cannot be reached stops the start at once, saying
+	// so, and never prints the DSN (its password least of all).
+	t.Run("state database unreachable", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		file := filepath.Join(dir, "airlock.yaml")
+		cfg := base(filepath.Join(dir, "data"), freePort(t), freePort(t), "http://127.0.0.1:1") +
+			"state:\n  driver: postgres\n  dsn: \"postgres://airlock:pw-s3cr3t-x@127.0.0.1:1/airlock?sslmode=disable\"\n"
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, el, err := runServe(t, file, 40*time.Second)
+		if !isExitError(err) {
+			t.Fatalf("airlock serve exited with %v, want non-zero; output:\n%s", err, out)
+		}
+		if !strings.Contains(out, "state database") {
+			t.Errorf("output does not say the state database is the problem:\n%s", out)
+		}
+		if strings.Contains(out, "pw-s3cr3t-x") {
+			t.Errorf("output prints the DSN's password:\n%s", out)
+		}
+		t.Logf("after %s: %s", el.Round(time.Millisecond), strings.TrimSpace(out))
+	})
 
 	t.Run("data_dir locked", func(t *testing.T) {
 		t.Parallel()
