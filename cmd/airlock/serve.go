@@ -34,7 +34,6 @@ import (
 	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/sign"
 	"github.com/airlockproxy/airlock/storage/content"
-	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
 )
 
@@ -172,7 +171,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	apis := []string{"registry"}
 
 	ready := func() error {
-		if _, err := store.Images(state.StateFetching); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := store.Ping(ctx); err != nil {
 			if window := store.FailStatic(); window > 0 {
 				// Unready would take every replica out of the load
 				// balancer at once; fail-static exists to keep serving.

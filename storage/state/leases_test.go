@@ -326,8 +326,14 @@ func TestFailStatic(t *testing.T) {
 	if d, _ := s.Degraded(); d {
 		t.Fatal("degraded with the database up")
 	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping with the database up = %v", err)
+	}
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Ping with the database down = %v, want ErrUnavailable", err)
 	}
 	c.advance(4 * time.Minute)
 	if dec, err := s.ManifestDecision(seen.Upstream, seen.Repository, seen.Digest); err != nil || !dec.Serve {

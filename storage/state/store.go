@@ -121,6 +121,18 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// Ping checks that the state can be read: a round trip to PostgreSQL, a
+// read transaction on bbolt. Cheap enough for every readiness probe.
+func (s *Store) Ping(ctx context.Context) error {
+	if p, ok := s.db.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return s.db.View(func(tx kv.Tx) error {
+		_, _ = tx.Bucket(bucketImages).Cursor().First()
+		return nil
+	})
+}
+
 // Shared reports whether the store is shared with other processes.
 func (s *Store) Shared() bool { return kv.Shared(s.db) }
 

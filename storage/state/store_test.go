@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -756,6 +757,13 @@ func TestOpenLockedFile(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("took %s to fail", d)
+	}
+}
+
+func TestPing(t *testing.T) {
+	s, _ := openStore(t)
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping = %v", err)
 	}
 }
 
