@@ -158,26 +158,24 @@ func (p *Postgres) run(write bool, fn func(Tx) error) error {
 	return err
 }
 
-// once runs fn in one transaction; ran reports whether fn was called.
+// once runs fn in one transaction; ran reports whether fn may have acted
+// on what it read (so it must not run again).
 func (p *Postgres) once(write bool, fn func(Tx) error) (ran bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	if write {
-		// Read committed under the writer lock: every statement sees
-		// all that committed before this writer got the lock.
-		opts = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+	if !write {
+		return p.view(ctx, fn)
 	}
-	tx, err := p.pool.BeginTx(ctx, opts)
+	// Read committed under the writer lock: every statement sees all
+	// that committed before this writer got the lock.
+	tx, err := p.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return false, p.wrap(err)
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // a no-op after Commit
-	t := &pgTx{ctx: ctx, tx: tx, write: write, p: p}
-	if write {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", writerLock); err != nil {
-			return false, p.wrap(err)
-		}
+	t := &pgTx{ctx: ctx, tx: tx, write: true, p: p}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", writerLock); err != nil {
+		return false, p.wrap(err)
 	}
 	ferr := fn(t)
 	if t.err != nil {
@@ -188,7 +186,7 @@ func (p *Postgres) once(write bool, fn func(Tx) error) (ran bool, err error) {
 	if ferr != nil {
 		return true, ferr
 	}
-	if write && t.wrote {
+	if t.wrote {
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", notifyChannel); err != nil {
 			return true, p.wrap(err)
 		}
@@ -197,6 +195,129 @@ func (p *Postgres) once(write bool, fn func(Tx) error) (ran bool, err error) {
 		return true, p.wrap(err)
 	}
 	return true, nil
+}
+
+// view runs fn in a read-only, repeatable-read transaction whose BEGIN
+// travels with its first read (lazyRead): a decision that reads one key
+// costs two round trips, not three.
+func (p *Postgres) view(ctx context.Context, fn func(Tx) error) (ran bool, err error) {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return false, p.wrap(err)
+	}
+	// A connection left inside a transaction (an error before COMMIT)
+	// is closed by the pool on release, never reused half-way.
+	defer conn.Release()
+	lr := &lazyRead{conn: conn}
+	t := &pgTx{ctx: ctx, tx: lr, p: p}
+	ferr := fn(t)
+	if lr.begun {
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil && t.err == nil && ferr == nil {
+			// Everything was read from one snapshot; the end of a
+			// read-only transaction changes nothing, but the
+			// connection is suspect: report it.
+			return true, p.wrap(err)
+		}
+	}
+	if t.err != nil {
+		// A first statement that failed read nothing: fn saw only
+		// "not found" answers and may run again on a new connection.
+		return !lr.failedFirst, t.err
+	}
+	return true, ferr
+}
+
+// lazyRead begins its transaction with the first statement, sent in one
+// pipeline with it.
+type lazyRead struct {
+	conn        *pgxpool.Conn
+	begun       bool
+	failedFirst bool // the pipelined BEGIN and first statement failed
+}
+
+const beginRead = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+// begin sends BEGIN and the first statement together and returns the
+// results, positioned at the statement's.
+func (l *lazyRead) begin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	b.Queue(beginRead)
+	b.Queue(sql, args...)
+	br := l.conn.SendBatch(ctx, b)
+	l.begun = true
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		l.failedFirst = true
+		return nil, err
+	}
+	return br, nil
+}
+
+func (l *lazyRead) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if !l.begun {
+		if _, err := l.conn.Exec(ctx, beginRead); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		l.begun = true
+	}
+	return l.conn.Exec(ctx, sql, args...)
+}
+
+func (l *lazyRead) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if l.begun {
+		return l.conn.QueryRow(ctx, sql, args...)
+	}
+	br, err := l.begin(ctx, sql, args)
+	if err != nil {
+		return errRow{err}
+	}
+	return batchRow{row: br.QueryRow(), br: br}
+}
+
+func (l *lazyRead) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if l.begun {
+		return l.conn.Query(ctx, sql, args...)
+	}
+	br, err := l.begin(ctx, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// batchRow closes the batch once its row is read, so the connection is
+// free for the transaction's next statement.
+type batchRow struct {
+	row pgx.Row
+	br  pgx.BatchResults
+}
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// batchRows closes the batch with the rows.
+type batchRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r *batchRows) Close() {
+	r.Rows.Close()
+	r.br.Close()
 }
 
 // wrap marks errors of reaching the database as ErrUnavailable; errors the
@@ -260,9 +381,16 @@ func (p *Postgres) listen(ctx context.Context, fn func()) error {
 	}
 }
 
+// querier runs statements: the pgx.Tx of an Update, or a lazyRead.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 type pgTx struct {
 	ctx   context.Context
-	tx    pgx.Tx
+	tx    querier
 	p     *Postgres
 	write bool
 	wrote bool
@@ -443,6 +571,7 @@ func (c *pgCursor) load(fwd bool, sql string, args ...any) (k, v []byte) {
 		c.done = true
 		return nil, nil
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var r pgRow
 		if err := rows.Scan(&r.k, &r.v); err != nil {
@@ -508,7 +637,7 @@ func (p *Postgres) importBatch(batch []dumpLine) error {
 	return p.Update(func(t Tx) error {
 		pt := t.(*pgTx)
 		pt.wrote = true
-		ctx, tx := pt.ctx, pt.tx
+		ctx, tx := pt.ctx, pt.tx.(pgx.Tx)
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE airlock_import (n bigint, bucket text, key bytea, value bytea) ON COMMIT DROP`); err != nil {
 			return p.wrap(err)
 		}
