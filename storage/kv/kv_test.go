@@ -470,3 +470,66 @@ func TestCopy(t *testing.T) {
 		t.Error("import of an unknown bucket succeeded")
 	}
 }
+
+// TestViewIsOneSnapshot: the reads of one View see one committed state,
+// however writers (of other replicas) commit between them: a writer keeps
+// two keys equal, and no View ever sees them differ.
+func TestViewIsOneSnapshot(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db kv.DB, another func(*testing.T) kv.DB) {
+		writer := db
+		if another != nil {
+			writer = another(t)
+		}
+		put := func(n uint64) error {
+			return writer.Update(func(tx kv.Tx) error {
+				b := tx.Bucket(bucket)
+				v := binary.BigEndian.AppendUint64(nil, n)
+				if err := b.Put([]byte("a"), v); err != nil {
+					return err
+				}
+				return b.Put([]byte("b"), v)
+			})
+		}
+		if err := put(0); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for n := uint64(1); ; n++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if err := put(n); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		for i := range 300 {
+			err := db.View(func(tx kv.Tx) error {
+				b := tx.Bucket(bucket)
+				a := b.Get([]byte("a"))
+				time.Sleep(time.Millisecond) // let a writer commit in between
+				c := b.Cursor()
+				_, bv := c.Seek([]byte("b"))
+				if !bytes.Equal(a, bv) {
+					return fmt.Errorf("view %d read a=%x and b=%x: two states in one View", i, a, bv)
+				}
+				return nil
+			})
+			if err != nil {
+				close(stop)
+				<-done
+				t.Fatal(err)
+			}
+		}
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
