@@ -22,7 +22,6 @@ import (
 	dockerconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/pelletier/go-toml/v2"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/airlockproxy/airlock/config"
@@ -267,34 +266,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if cfg.DataDir != "/data" || cfg.Listen != ":5000" || cfg.Admin.Listen != ":5001" {
 		t.Errorf("config: data_dir %q listen %q admin.listen %q, want /data :5000 :5001", cfg.DataDir, cfg.Listen, cfg.Admin.Listen)
 	}
-	ports := map[string]int32{}
-	for _, p := range c.Ports {
-		ports[p.Name] = p.ContainerPort
-	}
-	resolve := func(p intstr.IntOrString) string {
-		if p.Type == intstr.String {
-			if n, ok := ports[p.StrVal]; ok {
-				return strconv.Itoa(int(n))
-			}
-			t.Errorf("port name %q is not a container port", p.StrVal)
-		}
-		return p.String()
-	}
-	checkProbe := func(name string, pr *corev1.Probe, wantPath, wantPort string) {
-		t.Helper()
-		if pr == nil || pr.HTTPGet == nil {
-			t.Errorf("%s probe: missing or not httpGet", name)
-			return
-		}
-		if pr.HTTPGet.Path != wantPath || resolve(pr.HTTPGet.Port) != wantPort {
-			t.Errorf("%s probe: %s on port %s, want %s on %s", name, pr.HTTPGet.Path, resolve(pr.HTTPGet.Port), wantPath, wantPort)
-		}
-	}
-	checkProbe("liveness", c.LivenessProbe, "/healthz", port(t, cfg.Listen))
-	checkProbe("readiness", c.ReadinessProbe, "/readyz", port(t, cfg.Admin.Listen))
-	if c.StartupProbe != nil {
-		checkProbe("startup", c.StartupProbe, "/healthz", port(t, cfg.Listen))
-	}
+	checkProbes(t, c, cfg.Listen, cfg.Admin.Listen)
+	resolve := portResolver(t, c)
 
 	// The admin token comes from the Secret; the admin listener (and with it
 	// /readyz) runs only with a token.

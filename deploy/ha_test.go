@@ -439,34 +439,8 @@ func TestHAManifests(t *testing.T) {
 	// Probes: liveness on the registry's /healthz (it does not depend on
 	// PostgreSQL, so a database outage does not restart every replica),
 	// readiness on the admin listener's /readyz.
-	ports := map[string]int32{}
-	for _, p := range c.Ports {
-		ports[p.Name] = p.ContainerPort
-	}
-	resolve := func(p intstr.IntOrString) string {
-		if p.Type == intstr.String {
-			if n, ok := ports[p.StrVal]; ok {
-				return strconv.Itoa(int(n))
-			}
-			t.Errorf("port name %q is not a container port", p.StrVal)
-		}
-		return p.String()
-	}
-	checkProbe := func(name string, pr *corev1.Probe, wantPath, wantPort string) {
-		t.Helper()
-		if pr == nil || pr.HTTPGet == nil {
-			t.Errorf("%s probe: missing or not httpGet", name)
-			return
-		}
-		if pr.HTTPGet.Path != wantPath || resolve(pr.HTTPGet.Port) != wantPort {
-			t.Errorf("%s probe: %s on port %s, want %s on %s", name, pr.HTTPGet.Path, resolve(pr.HTTPGet.Port), wantPath, wantPort)
-		}
-	}
-	checkProbe("liveness", c.LivenessProbe, "/healthz", port(t, cfg.Listen))
-	checkProbe("readiness", c.ReadinessProbe, "/readyz", port(t, cfg.Admin.Listen))
-	if c.StartupProbe != nil {
-		checkProbe("startup", c.StartupProbe, "/healthz", port(t, cfg.Listen))
-	}
+	checkProbes(t, c, cfg.Listen, cfg.Admin.Listen)
+	resolve := portResolver(t, c)
 	for _, s := range m.services {
 		for _, p := range s.Spec.Ports {
 			if r := resolve(p.TargetPort); r != port(t, cfg.Listen) && r != port(t, cfg.Admin.Listen) {

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -189,4 +190,46 @@ func stripComments(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// portResolver returns a function that maps a (named) port of container
+// c to its number.
+func portResolver(t *testing.T, c corev1.Container) func(intstr.IntOrString) string {
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	return func(p intstr.IntOrString) string {
+		if p.Type == intstr.String {
+			if n, ok := ports[p.StrVal]; ok {
+				return strconv.Itoa(int(n))
+			}
+			t.Errorf("port name %q is not a container port", p.StrVal)
+		}
+		return p.String()
+	}
+}
+
+// checkProbes checks a container's probes against the config: liveness
+// (and startup, if any) on the registry's /healthz, which does not depend
+// on the state database, so an outage does not restart every replica;
+// readiness on the admin listener's /readyz.
+func checkProbes(t *testing.T, c corev1.Container, listen, adminListen string) {
+	t.Helper()
+	resolve := portResolver(t, c)
+	checkProbe := func(name string, pr *corev1.Probe, wantPath, wantPort string) {
+		t.Helper()
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s probe: missing or not httpGet", name)
+			return
+		}
+		if pr.HTTPGet.Path != wantPath || resolve(pr.HTTPGet.Port) != wantPort {
+			t.Errorf("%s probe: %s on port %s, want %s on %s", name, pr.HTTPGet.Path, resolve(pr.HTTPGet.Port), wantPath, wantPort)
+		}
+	}
+	checkProbe("liveness", c.LivenessProbe, "/healthz", port(t, listen))
+	checkProbe("readiness", c.ReadinessProbe, "/readyz", port(t, adminListen))
+	if c.StartupProbe != nil {
+		checkProbe("startup", c.StartupProbe, "/healthz", port(t, listen))
+	}
 }
