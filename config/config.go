@@ -77,6 +77,8 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Scan configures vulnerability scanning and its database.
 	Scan Scan `yaml:"scan"`
+	// Malware configures malware scanning with clamd.
+	Malware Malware `yaml:"malware"`
 	// Policy is what a scanned image must satisfy to be approved.
 	Policy Policy `yaml:"policy"`
 	// Signatures configures verification of upstream signatures.
@@ -114,6 +116,53 @@ func (a Audit) validate() error {
 	}
 	if a.PruneInterval < time.Second {
 		return fmt.Errorf("audit.prune_interval: %s is under 1s", a.PruneInterval)
+	}
+	return nil
+}
+
+// Malware actions and what to do with files that were not scanned.
+const (
+	MalwareReject = "reject"
+	MalwareFlag   = "flag"
+	MalwareAllow  = "allow"
+)
+
+// Malware configures malware scanning with ClamAV's clamd (step "malware").
+type Malware struct {
+	// Clamd is clamd's address: unix:///run/clamav/clamd.ctl or
+	// tcp://127.0.0.1:3310. Empty (the default) runs no malware step.
+	Clamd string `yaml:"clamd"`
+	// Action on malware found: "reject" (default) or "flag" (approved,
+	// with the finding on the record).
+	Action string `yaml:"action"`
+	// MaxFileSize: a larger file is not sent to clamd; OnUnscanned decides.
+	MaxFileSize Size `yaml:"max_file_size"`
+	// OnUnscanned is "reject" (default) or "allow" for an image with a
+	// file that was not scanned.
+	OnUnscanned string `yaml:"on_unscanned"`
+	// Timeout bounds one exchange with clamd (not a whole scan).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+func (m Malware) validate() error {
+	if m.Clamd == "" {
+		return nil
+	}
+	u, err := url.Parse(m.Clamd)
+	if err != nil || (u.Scheme == "unix" && u.Path == "") || (u.Scheme == "tcp" && (u.Host == "" || u.Port() == "")) || (u.Scheme != "unix" && u.Scheme != "tcp") {
+		return fmt.Errorf("malware.clamd: %q is not unix:///path/to/socket or tcp://host:port", m.Clamd)
+	}
+	if m.Action != MalwareReject && m.Action != MalwareFlag {
+		return fmt.Errorf("malware.action: %q is not %q or %q", m.Action, MalwareReject, MalwareFlag)
+	}
+	if m.OnUnscanned != MalwareReject && m.OnUnscanned != MalwareAllow {
+		return fmt.Errorf("malware.on_unscanned: %q is not %q or %q", m.OnUnscanned, MalwareReject, MalwareAllow)
+	}
+	if m.MaxFileSize < 1<<10 {
+		return fmt.Errorf("malware.max_file_size: %s is under 1KiB", m.MaxFileSize)
+	}
+	if m.Timeout < time.Second {
+		return fmt.Errorf("malware.timeout: %s is under 1s", m.Timeout)
 	}
 	return nil
 }
@@ -399,6 +448,7 @@ func Default() *Config {
 			OnRescanFail:   RescanRevoke,
 			DBMaxSize:      4 << 30,
 		},
+		Malware:    Malware{Action: MalwareReject, OnUnscanned: MalwareReject, MaxFileSize: 256 << 20, Timeout: time.Minute},
 		Policy:     Policy{Rules: Rules{FailOn: SeverityCritical}},
 		Signatures: Signatures{Mode: VerifyNone},
 		Signing:    Signing{Validity: 30 * 24 * time.Hour},
@@ -563,6 +613,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Scan.DBMaxSize < minDBMaxSize {
 		return fmt.Errorf("scan.db_max_size: %s is less than %s; no vulnerability database fits (did you mean GiB?)", c.Scan.DBMaxSize, Size(minDBMaxSize))
+	}
+	if err := c.Malware.validate(); err != nil {
+		return err
 	}
 	if err := c.Signatures.validate(); err != nil {
 		return err

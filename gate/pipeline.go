@@ -28,6 +28,13 @@ func Pipeline(cfg *config.Config, ups *upstream.Set, cs *content.Store, st *stat
 		}
 		steps = append(steps, NewScanStep(sc, cs, st))
 	}
+	if cfg.Malware.Clamd != "" {
+		mw, err := NewMalwareStep(cfg.Malware, cs)
+		if err != nil {
+			return nil, fmt.Errorf("malware.clamd: %w", err)
+		}
+		steps = append(steps, mw)
+	}
 	policy, err := NewPolicyStep(cfg.Gate.Policy, cfg.Policy)
 	if err != nil {
 		return nil, err

@@ -69,12 +69,12 @@ func (s *ScanStep) State() state.State { return state.StateScanning }
 // Run implements Step.
 func (s *ScanStep) Run(ctx context.Context, sub *Subject) (Verdict, error) {
 	img := sub.Image
-	targets, err := s.targets(ctx, img)
+	ts, err := targets(ctx, s.content, img)
 	if err != nil {
 		return Verdict{}, err
 	}
 	rep := &Report{Image: img.Ref.String(), ScannedAt: time.Now().UTC()}
-	for _, t := range targets {
+	for _, t := range ts {
 		v1img, err := s.content.Image(ctx, t.Manifest, t.mediaType)
 		if err != nil {
 			return Verdict{}, fmt.Errorf("open %s from the content store: %w", t.Manifest, err)
@@ -122,13 +122,13 @@ type target struct {
 	mediaType string
 }
 
-// targets lists the manifests to scan: the platform manifests of an index,
-// or the image itself.
-func (s *ScanStep) targets(ctx context.Context, img state.Image) ([]target, error) {
+// targets lists the manifests to scan: the platform manifests of an index
+// that were fetched, or the image itself.
+func targets(ctx context.Context, cs *content.Store, img state.Image) ([]target, error) {
 	if !isIndex(img.MediaType) {
 		return []target{{PlatformReport: PlatformReport{Manifest: img.Digest}, mediaType: img.MediaType}}, nil
 	}
-	raw, err := s.content.Get(ctx, img.Digest)
+	raw, err := cs.Get(ctx, img.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("read index %s: %w", img.Ref, err)
 	}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real clients the e2e suite (e2e/clients_test.go) drives:
-#   Debian packages: skopeo, containerd (ctr), podman, docker.io (dockerd and
+#   Debian packages: clamav-daemon (clamd, for the malware tests; they start
+#   their own with a signature DB written at run time), skopeo, containerd (ctr), podman, docker.io (dockerd and
 #   /usr/bin/docker), busybox-static (a static /bin/busybox for runnable test
 #   images), postgresql (initdb/postgres under /usr/lib/postgresql/<major>/bin,
 #   which internal/pgtest runs as throwaway servers; not on PATH);
@@ -32,6 +33,7 @@ pkgs=(
   docker.io:/usr/sbin/dockerd
   busybox-static:/bin/busybox
   'postgresql:/usr/lib/postgresql/*/bin/initdb'
+  clamav-daemon:/usr/sbin/clamd
 )
 need=()
 for p in "${pkgs[@]}"; do

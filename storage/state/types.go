@@ -126,6 +126,8 @@ type Image struct {
 	Scan *ScanSummary `json:"scan,omitempty"`
 	// Policy is the last policy decision.
 	Policy *PolicySummary `json:"policy,omitempty"`
+	// Malware summarises the last malware scan.
+	Malware *MalwareSummary `json:"malware,omitempty"`
 	// Flag is set when a rescan failed policy but scan.on_rescan_fail is
 	// "flag": the image stays approved and an admin should look.
 	Flag string `json:"flag,omitempty"`
@@ -191,6 +193,41 @@ type ScanSummary struct {
 	Packages int `json:"packages"`
 	// Severities counts vulnerabilities by severity.
 	Severities map[string]int `json:"severities,omitempty"`
+}
+
+// MalwareSummary is the result of the last malware scan of an image.
+// Findings and Unscanned list at most MaxMalwareListed entries each (a
+// hostile image must not grow the record without bound); the counts are
+// complete.
+type MalwareSummary struct {
+	ScannedAt time.Time `json:"scanned_at"`
+	// Engine is clamd's version line, naming its signature database.
+	Engine         string             `json:"engine"`
+	Layers         int                `json:"layers"`
+	Files          int                `json:"files"`
+	Bytes          int64              `json:"bytes"`
+	FindingCount   int                `json:"finding_count"`
+	Findings       []MalwareFinding   `json:"findings,omitempty"`
+	UnscannedCount int                `json:"unscanned_count"`
+	Unscanned      []MalwareUnscanned `json:"unscanned,omitempty"`
+}
+
+// MaxMalwareListed bounds the findings and unscanned files kept on a record.
+const MaxMalwareListed = 50
+
+// MalwareFinding is malware found in a file of a layer.
+type MalwareFinding struct {
+	Layer     digest.Digest `json:"layer"`
+	Path      string        `json:"path"`
+	Signature string        `json:"signature"`
+}
+
+// MalwareUnscanned is a file (or a whole layer) that was not scanned.
+type MalwareUnscanned struct {
+	Layer  digest.Digest `json:"layer"`
+	Path   string        `json:"path,omitempty"`
+	Size   int64         `json:"size,omitempty"`
+	Reason string        `json:"reason"`
 }
 
 // PolicySummary is the short form of a policy decision.
