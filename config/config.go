@@ -142,6 +142,12 @@ type Malware struct {
 	OnUnscanned string `yaml:"on_unscanned"`
 	// Timeout bounds one exchange with clamd (not a whole scan).
 	Timeout time.Duration `yaml:"timeout"`
+	// DBDir is clamd's DatabaseDirectory, when Airlock can read it: a
+	// change there (freshclam, signatures copied in) makes clamd reload
+	// and every approved image be scanned again.
+	DBDir string `yaml:"db_dir"`
+	// DBCheckInterval is how often DBDir is looked at.
+	DBCheckInterval time.Duration `yaml:"db_check_interval"`
 }
 
 func (m Malware) validate() error {
@@ -163,6 +169,9 @@ func (m Malware) validate() error {
 	}
 	if m.Timeout < time.Second {
 		return fmt.Errorf("malware.timeout: %s is under 1s", m.Timeout)
+	}
+	if m.DBDir != "" && m.DBCheckInterval < time.Second {
+		return fmt.Errorf("malware.db_check_interval: %s is under 1s", m.DBCheckInterval)
 	}
 	return nil
 }
@@ -448,7 +457,7 @@ func Default() *Config {
 			OnRescanFail:   RescanRevoke,
 			DBMaxSize:      4 << 30,
 		},
-		Malware:    Malware{Action: MalwareReject, OnUnscanned: MalwareReject, MaxFileSize: 256 << 20, Timeout: time.Minute},
+		Malware:    Malware{Action: MalwareReject, OnUnscanned: MalwareReject, MaxFileSize: 256 << 20, Timeout: time.Minute, DBCheckInterval: time.Minute},
 		Policy:     Policy{Rules: Rules{FailOn: SeverityCritical}},
 		Signatures: Signatures{Mode: VerifyNone},
 		Signing:    Signing{Validity: 30 * 24 * time.Hour},

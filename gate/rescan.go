@@ -75,18 +75,19 @@ func (e *Engine) RunRescans(ctx context.Context, interval time.Duration) {
 }
 
 // RunDBUpdates calls update every interval until ctx is done; when it
-// installs a new vulnerability DB every approved image is rescanned.
-func (e *Engine) RunDBUpdates(ctx context.Context, interval time.Duration, update func(context.Context) (bool, error)) {
+// reports a new database (what: "vulnerability DB", "malware signatures")
+// every approved image is rescanned.
+func (e *Engine) RunDBUpdates(ctx context.Context, interval time.Duration, what string, update func(context.Context) (bool, error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		updated, err := update(ctx)
 		switch {
 		case err != nil:
-			e.log.Error("vulnerability DB update", "err", err)
+			e.log.Error(what+" update", "err", err)
 		case updated:
-			if _, _, err := e.RescanAll(ActorScheduler, "new vulnerability DB", 0); err != nil {
-				e.log.Error("rescan after DB update", "err", err)
+			if _, _, err := e.RescanAll(ActorScheduler, "new "+what, 0); err != nil {
+				e.log.Error("rescan after an update of the "+what, "err", err)
 			}
 		}
 		select {

@@ -30,6 +30,7 @@ import (
 	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/malware"
 	"github.com/airlockproxy/airlock/proxy"
 	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/sign"
@@ -239,9 +240,23 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			engine.RunDBUpdates(engineCtx, cfg.Scan.UpdateInterval, func(ctx context.Context) (bool, error) {
+			engine.RunDBUpdates(engineCtx, cfg.Scan.UpdateInterval, "vulnerability DB", func(ctx context.Context) (bool, error) {
 				return scanner.Update(ctx, cfg.Scan.UpdateURL)
 			})
+		}()
+	}
+	if cfg.Malware.Clamd != "" && cfg.Malware.DBDir != "" {
+		client, err := malware.NewClient(cfg.Malware.Clamd, cfg.Malware.Timeout)
+		if err != nil {
+			stopEngine()
+			wg.Wait()
+			return fmt.Errorf("malware.clamd: %w", err)
+		}
+		watch := malware.NewDBWatch(client, cfg.Malware.DBDir)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			engine.RunDBUpdates(engineCtx, cfg.Malware.DBCheckInterval, "malware signatures", watch.Check)
 		}()
 	}
 	errc := make(chan error, len(servers)+1)

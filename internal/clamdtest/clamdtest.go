@@ -146,6 +146,20 @@ func (s *Server) start(t testing.TB, bin string) {
 	t.Fatal("clamdtest: clamd did not answer PING within 60s")
 }
 
+// DBDir is clamd's DatabaseDirectory.
+func (s *Server) DBDir() string { return filepath.Join(s.dir, "db") }
+
+// AddBodySignature writes a new body signature (.ndb) named name that
+// matches body anywhere in a file, as freshclam or an operator would add
+// signatures: clamd sees it only after a reload.
+func (s *Server) AddBodySignature(t testing.TB, name string, body []byte) {
+	t.Helper()
+	line := fmt.Sprintf("%s:0:*:%s\n", name, hex.EncodeToString(body))
+	if err := os.WriteFile(filepath.Join(s.DBDir(), strings.ToLower(name)+".ndb"), []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Stop stops clamd (by its PID) and waits for it to exit.
 func (s *Server) Stop() {
 	s.mu.Lock()
