@@ -24,6 +24,31 @@ import (
 // attestation (next to sign.PredicateSPDX and sign.PredicateVuln).
 const PredicateApproval = "https://airlock.dev/attestations/approval/v1"
 
+// PredicateMalware is the predicate type of Airlock's malware-scan
+// attestation: MalwarePredicate, the result of the malware step (clamd)
+// for the approved image.
+const PredicateMalware = "https://airlock.dev/attestations/malware-scan/v1"
+
+// MalwarePredicate is the body of the malware-scan attestation.
+type MalwarePredicate struct {
+	Image   string `json:"image"`
+	Scanner struct {
+		Name    string `json:"name"`    // "clamav"
+		Version string `json:"version"` // clamd's version line, naming its database
+	} `json:"scanner"`
+	ScannedAt time.Time `json:"scannedAt"`
+	// Result is "clean", or "flagged" (found, approved under
+	// malware.action flag).
+	Result         string                   `json:"result"`
+	Layers         int                      `json:"layers"`
+	Files          int                      `json:"files"`
+	Bytes          int64                    `json:"bytes"`
+	FindingCount   int                      `json:"findingCount"`
+	Findings       []state.MalwareFinding   `json:"findings,omitempty"`
+	UnscannedCount int                      `json:"unscannedCount"`
+	Unscanned      []state.MalwareUnscanned `json:"unscanned,omitempty"`
+}
+
 // VerifyStep checks the upstream's cosign signatures of an image against
 // the signature policy of its upstream and repository.
 type VerifyStep struct {
@@ -250,7 +275,8 @@ func descriptor(a sign.Artifact) state.Descriptor {
 	return state.Descriptor{MediaType: a.MediaType, Digest: a.Digest, Size: int64(len(a.Manifest)), ArtifactType: a.ArtifactType}
 }
 
-// attestations builds the SBOM, vulnerability and approval predicates.
+// attestations builds the SBOM, vulnerability, malware-scan and approval
+// predicates.
 func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attestation, error) {
 	img := s.Image
 	rep := s.Report
@@ -277,6 +303,20 @@ func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attesta
 			return nil, err
 		}
 		out = append(out, sign.Attestation{PredicateType: sign.PredicateVuln, Predicate: vuln})
+	}
+	if m := img.Malware; m != nil {
+		mp := MalwarePredicate{Image: img.Ref.String(), ScannedAt: m.ScannedAt, Result: "clean",
+			Layers: m.Layers, Files: m.Files, Bytes: m.Bytes,
+			FindingCount: m.FindingCount, Findings: m.Findings, UnscannedCount: m.UnscannedCount, Unscanned: m.Unscanned}
+		mp.Scanner.Name, mp.Scanner.Version = "clamav", m.Engine
+		if m.FindingCount > 0 {
+			mp.Result = "flagged"
+		}
+		raw, err := json.Marshal(mp)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sign.Attestation{PredicateType: PredicateMalware, Predicate: raw})
 	}
 	now := g.now().UTC()
 	p := ApprovalPredicate{
