@@ -146,6 +146,9 @@ func (s *Server) start(t testing.TB, bin string) {
 	t.Fatal("clamdtest: clamd did not answer PING within 60s")
 }
 
+// Config is the path of clamd's config file (clamdscan --config-file).
+func (s *Server) Config() string { return s.conf }
+
 // DBDir is clamd's DatabaseDirectory.
 func (s *Server) DBDir() string { return filepath.Join(s.dir, "db") }
 
