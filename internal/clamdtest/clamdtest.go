@@ -33,6 +33,15 @@ func EICAR() []byte {
 // Marker returns the bytes the body signature matches anywhere in a file.
 func Marker() []byte { return []byte("AIRLOCK-MALWARE-" + "TEST-MARKER-7f3a") }
 
+// Option configures Start.
+type Option func(*options)
+
+type options struct{ streamMax string }
+
+// WithStreamMaxLength sets clamd's StreamMaxLength (e.g. "1M"), the most
+// it reads of one INSTREAM before it refuses.
+func WithStreamMaxLength(v string) Option { return func(o *options) { o.streamMax = v } }
+
 // Server is a clamd started by a test.
 type Server struct {
 	// Address is the clamd address for malware.clamd: unix:///….
@@ -49,8 +58,12 @@ type Server struct {
 // Start writes the database and a config under a temp dir, starts clamd
 // and waits until it answers. It is stopped at the end of the test. A
 // missing clamd skips the test, unless CI or AIRLOCK_REQUIRE_CLAMD is set.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	o := options{streamMax: "256M"}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin, err := exec.LookPath("clamd")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/clamd", "/usr/local/sbin/clamd"} {
@@ -93,7 +106,7 @@ func Start(t testing.TB) *Server {
 		"LocalSocket " + s.socket,
 		"DatabaseDirectory " + db,
 		"LogFile " + filepath.Join(dir, "clamd.log"),
-		"StreamMaxLength 256M",
+		"StreamMaxLength " + o.streamMax,
 		"MaxFileSize 256M",
 		"MaxScanSize 512M",
 		"MaxThreads 4",
