@@ -222,9 +222,13 @@ signing:
 	if out, err := cosign(t, append(append([]string{"verify", "--key", publisherPub}, verify...), ref)...); err != nil {
 		t.Fatalf("cosign verify --key publisher.pub through airlock: %v\n%s", err, out)
 	}
-	for _, typ := range []string{"spdxjson", "vuln"} {
-		if out, err := cosign(t, append(append([]string{"verify-attestation", "--key", airlockPub, "--type", typ}, verify...), ref)...); err != nil {
+	for _, typ := range []string{"spdxjson", "vuln", "slsaprovenance1"} {
+		out, err := cosign(t, append(append([]string{"verify-attestation", "--key", airlockPub, "--type", typ}, verify...), ref)...)
+		if err != nil {
 			t.Fatalf("cosign verify-attestation --type %s: %v\n%s", typ, err, out)
+		}
+		if typ == "slsaprovenance1" {
+			checkProvenance(t, out, signedApp)
 		}
 	}
 	out, err := cosign(t, "tree", "--allow-insecure-registry", ref)
@@ -302,5 +306,72 @@ signing:
 	refs = doHTTP(t, http.MethodGet, al.URL+"/v2/signed/app/referrers/"+digestOf(signedApp), nil, nil)
 	if strings.Contains(string(refs.Body), "artifactType") {
 		t.Fatalf("referrers of a revoked image: %s", refs.Body)
+	}
+}
+
+// checkProvenance reads the SLSA v1 provenance statement cosign printed
+// (a DSSE envelope per line) and checks that it names Airlock as the
+// builder, the import's source and digest, and every blob of the image as
+// a resolved dependency with its digest.
+func checkProvenance(t *testing.T, cosignOut, image string) {
+	t.Helper()
+	var st struct {
+		PredicateType string `json:"predicateType"`
+		Subject       []struct {
+			Digest map[string]string `json:"digest"`
+		} `json:"subject"`
+		Predicate struct {
+			BuildDefinition struct {
+				BuildType          string `json:"buildType"`
+				ExternalParameters struct {
+					Upstream, Repository, Digest string
+				} `json:"externalParameters"`
+				ResolvedDependencies []struct {
+					URI    string            `json:"uri"`
+					Name   string            `json:"name"`
+					Digest map[string]string `json:"digest"`
+				} `json:"resolvedDependencies"`
+			} `json:"buildDefinition"`
+			RunDetails struct {
+				Builder struct {
+					ID string `json:"id"`
+				} `json:"builder"`
+			} `json:"runDetails"`
+		} `json:"predicate"`
+	}
+	found := false
+	for _, line := range strings.Split(cosignOut, "\n") {
+		var env struct{ Payload []byte }
+		if json.Unmarshal([]byte(line), &env) != nil || len(env.Payload) == 0 {
+			continue
+		}
+		if json.Unmarshal(env.Payload, &st) == nil && st.PredicateType == "https://slsa.dev/provenance/v1" {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatalf("no SLSA v1 provenance statement in cosign's output:\n%s", cosignOut)
+	}
+	bd := st.Predicate.BuildDefinition
+	digestOf := image[strings.Index(image, "@")+1:]
+	if st.Predicate.RunDetails.Builder.ID != "https://airlock.dev/airlock" || bd.BuildType != "https://airlock.dev/provenance/import/v1" {
+		t.Errorf("provenance builder %q, build type %q", st.Predicate.RunDetails.Builder.ID, bd.BuildType)
+	}
+	if p := bd.ExternalParameters; "docker.io/"+p.Repository+"@"+p.Digest != image || p.Upstream != "docker.io" {
+		t.Errorf("provenance external parameters %+v, want %s", p, image)
+	}
+	names := map[string]int{}
+	for _, d := range bd.ResolvedDependencies {
+		names[d.Name]++
+		if len(d.Digest["sha256"]) != 64 || !strings.HasPrefix(d.URI, "oci://docker.io/") {
+			t.Errorf("resolved dependency %+v", d)
+		}
+	}
+	if names["manifest"] != 1 || names["config"] != 1 || names["layer"] < 1 {
+		t.Errorf("resolved dependencies by name %v, want the manifest, its config and layers", names)
+	}
+	if len(st.Subject) != 1 || "sha256:"+st.Subject[0].Digest["sha256"] != digestOf {
+		t.Errorf("provenance subject %+v, want %s", st.Subject, digestOf)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	slsa1 "github.com/in-toto/in-toto-golang/in_toto/slsa_provenance/v1"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/airlockproxy/airlock/config"
@@ -275,8 +276,8 @@ func descriptor(a sign.Artifact) state.Descriptor {
 	return state.Descriptor{MediaType: a.MediaType, Digest: a.Digest, Size: int64(len(a.Manifest)), ArtifactType: a.ArtifactType}
 }
 
-// attestations builds the SBOM, vulnerability, malware-scan and approval
-// predicates.
+// attestations builds the SBOM, vulnerability, malware-scan, SLSA
+// provenance and approval predicates.
 func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attestation, error) {
 	img := s.Image
 	rep := s.Report
@@ -319,6 +320,11 @@ func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attesta
 		out = append(out, sign.Attestation{PredicateType: PredicateMalware, Predicate: raw})
 	}
 	now := g.now().UTC()
+	prov, err := g.provenance(ctx, img, now)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, sign.Attestation{PredicateType: slsa1.PredicateSLSAProvenance, Predicate: prov})
 	p := ApprovalPredicate{
 		Image:        img.Ref.String(),
 		Source:       img.Upstream + "/" + img.Repository + "@" + string(img.Digest),
