@@ -44,6 +44,11 @@ type Policy struct {
 	Rules `yaml:",inline"`
 	// Overrides adjust the rules for some upstreams or repositories.
 	Overrides []Override `yaml:"overrides"`
+	// VEX lists OpenVEX documents: a statement not_affected or fixed for
+	// an image (by digest) and a vulnerability (and package) removes the
+	// match from the policy decision. Read again at every decision, so
+	// an edited or added statement applies from the next image on.
+	VEX []string `yaml:"vex"`
 }
 
 // Override adjusts the rules for the images it matches. Scalar rules it

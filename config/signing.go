@@ -191,6 +191,11 @@ func (c *Config) CheckFiles() error {
 			return err
 		}
 	}
+	for i, f := range c.Policy.VEX {
+		if err := check(fmt.Sprintf("policy.vex[%d]", i), f); err != nil {
+			return err
+		}
+	}
 	for i, u := range c.Upstreams {
 		if err := check(fmt.Sprintf("upstreams[%d].password_file", i), u.PasswordFile); err != nil {
 			return err

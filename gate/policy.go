@@ -10,6 +10,7 @@ import (
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/policy"
 	"github.com/airlockproxy/airlock/storage/state"
+	"github.com/airlockproxy/airlock/vex"
 )
 
 // maxRecordedViolations bounds the violations kept on the image record
@@ -56,8 +57,13 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 		return Verdict{}, errors.New("no scan report to decide on")
 	}
 	rules := p.rules.For(s.Image.Upstream, s.Image.Repository)
-	d := policy.Evaluate(rules, Input(s.Report, s.Image.ContentSize), p.now())
-	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Notes: d.Notes}
+	in := Input(s.Report, s.Image.ContentSize)
+	suppressed, err := p.applyVEX(s.Image, &in)
+	if err != nil {
+		return Verdict{}, err
+	}
+	d := policy.Evaluate(rules, in, p.now())
+	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Suppressed: suppressed, Notes: d.Notes}
 	for i, v := range d.Violations {
 		if i == maxRecordedViolations {
 			break
@@ -72,7 +78,41 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 	if len(d.Accepted) > 0 {
 		detail += "; accepted: " + strings.Join(d.Accepted, "; ")
 	}
+	if len(suppressed) > 0 {
+		detail += fmt.Sprintf("; %d matches suppressed by VEX", len(suppressed))
+	}
 	return Verdict{Outcome: Pass, Detail: detail, Update: update}, nil
+}
+
+// maxRecordedSuppressed bounds the VEX suppressions kept on the record.
+const maxRecordedSuppressed = 50
+
+// applyVEX removes from in the vulnerability matches that a VEX statement
+// of policy.vex suppresses for this image, and describes them. The
+// documents are read at every decision: edits apply without a restart. A
+// document that cannot be read fails the step (retried), so a broken file
+// never turns into "no suppression" or "everything suppressed" silently.
+func (p *PolicyStep) applyVEX(img state.Image, in *policy.Input) ([]string, error) {
+	if len(p.rules.VEX) == 0 {
+		return nil, nil
+	}
+	set, err := vex.Load(p.rules.VEX)
+	if err != nil {
+		return nil, fmt.Errorf("policy.vex: %w", err)
+	}
+	var kept []policy.Vulnerability
+	var out []string
+	for _, v := range in.Vulnerabilities {
+		if m, ok := set.Suppresses(string(img.Digest), v.ID, v.Package, v.Version); ok {
+			if len(out) < maxRecordedSuppressed {
+				out = append(out, fmt.Sprintf("%s in %s %s: %s", v.ID, v.Package, v.Version, m))
+			}
+			continue
+		}
+		kept = append(kept, v)
+	}
+	in.Vulnerabilities = kept
+	return out, nil
 }
 
 // Input turns a scan report into the policy's input.

@@ -239,6 +239,8 @@ type PolicySummary struct {
 	Violations []string `json:"violations,omitempty"`
 	Total      int      `json:"total_violations,omitempty"`
 	Accepted   []string `json:"accepted,omitempty"`
+	// Suppressed lists matches a VEX statement removed from the decision.
+	Suppressed []string `json:"suppressed,omitempty"`
 	Notes      []string `json:"notes,omitempty"`
 }
 
