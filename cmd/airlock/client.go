@@ -332,17 +332,33 @@ func printVulns(w io.Writer, r admin.VulnerabilityReport) error {
 		for _, v := range r.Policy.Violations {
 			fmt.Fprintln(w, "  -", safe(v))
 		}
+		for _, v := range r.Policy.Suppressed {
+			fmt.Fprintln(w, "  suppressed:", safe(v))
+		}
 	}
 	if r.Report == nil {
 		return nil
 	}
+	// A match the policy's VEX suppressed stays in the report, marked.
+	vex := func(m scan.Match) string {
+		if r.Policy == nil {
+			return ""
+		}
+		prefix := m.VulnID + " in " + m.Package + " " + m.Version + ": "
+		for _, s := range r.Policy.Suppressed {
+			if strings.HasPrefix(s, prefix) {
+				return strings.TrimPrefix(s, prefix)
+			}
+		}
+		return ""
+	}
 	var rows [][]string
 	for _, p := range r.Report.Platforms {
 		for _, m := range p.Matches {
-			rows = append(rows, []string{p.Platform, m.VulnID, m.Severity, m.Package, m.Version, strings.Join(m.FixedIn, ",")})
+			rows = append(rows, []string{p.Platform, m.VulnID, m.Severity, m.Package, m.Version, strings.Join(m.FixedIn, ","), vex(m)})
 		}
 	}
-	return printTable(w, []string{"PLATFORM", "VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN"}, rows)
+	return printTable(w, []string{"PLATFORM", "VULNERABILITY", "SEVERITY", "PACKAGE", "VERSION", "FIXED IN", "VEX"}, rows)
 }
 
 // printTable prints rows under header in aligned columns. Every cell is
