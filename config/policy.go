@@ -49,6 +49,9 @@ type Policy struct {
 	// match from the policy decision. Read again at every decision, so
 	// an edited or added statement applies from the next image on.
 	VEX []string `yaml:"vex"`
+	// EOLTable is a JSON file of base OS end-of-life dates that extends
+	// or corrects the table shipped with Airlock (package lifecycle).
+	EOLTable string `yaml:"eol_table"`
 }
 
 // Override adjusts the rules for the images it matches. Scalar rules it
@@ -77,6 +80,13 @@ type Rules struct {
 	DenyLicenses []string `yaml:"deny_licenses,omitempty" json:"deny_licenses,omitempty"`
 	// MaxImageSize rejects images whose content (all platforms) is larger.
 	MaxImageSize Size `yaml:"max_image_size,omitempty" json:"max_image_size,omitempty"`
+	// DenyEOLOS rejects images whose base OS release has reached its end
+	// of life (by the lifecycle table); rescans revoke or flag them once
+	// it does.
+	DenyEOLOS *bool `yaml:"deny_eol_os,omitempty" json:"deny_eol_os,omitempty"`
+	// WarnEOLWithin notes on the record that the base OS reaches its end
+	// of life within this long.
+	WarnEOLWithin time.Duration `yaml:"warn_eol_within,omitempty" json:"warn_eol_within,omitempty"`
 }
 
 // AllowCVE accepts one vulnerability until it expires.
@@ -186,6 +196,9 @@ func (p Policy) validate() error {
 }
 
 func (r Rules) validate(field string) error {
+	if r.WarnEOLWithin < 0 {
+		return fmt.Errorf("%s.warn_eol_within: must not be negative", field)
+	}
 	if r.FailOn != "" && r.FailOn != SeverityNone && SeverityRank(r.FailOn) == 0 {
 		return fmt.Errorf("%s.fail_on: %q is not one of none, negligible, low, medium, high, critical", field, r.FailOn)
 	}
@@ -233,6 +246,12 @@ func (p Policy) For(upstream, repo string) Rules {
 		}
 		if o.MaxImageSize != 0 {
 			r.MaxImageSize = o.MaxImageSize
+		}
+		if o.DenyEOLOS != nil {
+			r.DenyEOLOS = o.DenyEOLOS
+		}
+		if o.WarnEOLWithin != 0 {
+			r.WarnEOLWithin = o.WarnEOLWithin
 		}
 		r.AllowCVEs = append(r.AllowCVEs, o.AllowCVEs...)
 		r.DenyPackages = append(r.DenyPackages, o.DenyPackages...)

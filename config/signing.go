@@ -191,6 +191,9 @@ func (c *Config) CheckFiles() error {
 			return err
 		}
 	}
+	if err := check("policy.eol_table", c.Policy.EOLTable); err != nil {
+		return err
+	}
 	for i, f := range c.Policy.VEX {
 		if err := check(fmt.Sprintf("policy.vex[%d]", i), f); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/lifecycle"
 	"github.com/airlockproxy/airlock/policy"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/vex"
@@ -62,8 +63,23 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, err
 	}
+	// Read at every decision, like the VEX documents: an edit applies
+	// from the next image on.
+	table, err := lifecycle.Load(p.rules.EOLTable)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("policy.eol_table: %w", err)
+	}
+	var baseOS []state.BaseOS
+	for _, pr := range s.Report.Platforms {
+		if pr.Distro == "" {
+			continue
+		}
+		o := table.Lookup(pr.Distro)
+		in.OS = append(in.OS, o)
+		baseOS = append(baseOS, state.BaseOS{Name: o.Name, Version: o.Version, Release: o.Release, EOL: o.EOL})
+	}
 	d := policy.Evaluate(rules, in, p.now())
-	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Suppressed: suppressed, Notes: d.Notes}
+	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Suppressed: suppressed, BaseOS: baseOS, Notes: d.Notes}
 	for i, v := range d.Violations {
 		if i == maxRecordedViolations {
 			break

@@ -174,10 +174,12 @@ type ApprovalPredicate struct {
 	Policy        *state.PolicySummary `json:"policy,omitempty"`
 	VulnDBBuilt   *time.Time           `json:"vulnDBBuilt,omitempty"`
 	Verification  *state.Verification  `json:"upstreamSignature,omitempty"`
-	// Lifecycle tells consumers when the approval must be re-checked.
+	// Lifecycle tells consumers when the approval must be re-checked, and
+	// when the base OS stops getting fixes.
 	Lifecycle struct {
-		RescanBy time.Time `json:"rescanBy"`
-		Expires  time.Time `json:"expires"`
+		RescanBy time.Time      `json:"rescanBy"`
+		Expires  time.Time      `json:"expires"`
+		BaseOS   []state.BaseOS `json:"baseOS,omitempty"`
 	} `json:"lifecycle"`
 }
 
@@ -341,6 +343,9 @@ func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attesta
 		p.VulnDBBuilt = &built
 	}
 	p.Lifecycle.RescanBy = now.Add(24 * time.Hour)
+	if img.Policy != nil {
+		p.Lifecycle.BaseOS = img.Policy.BaseOS
+	}
 	p.Lifecycle.Expires = now.Add(g.cfg.Validity)
 	raw, err := json.Marshal(p)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/lifecycle"
 )
 
 // Vulnerability is one match of a vulnerability against a package.
@@ -37,6 +38,9 @@ type Input struct {
 	Size            int64
 	Packages        []Package
 	Vulnerabilities []Vulnerability
+	// OS lists the base OS of each platform, with its end of life when
+	// the lifecycle table knows it.
+	OS []lifecycle.OS
 }
 
 // Violation is one failed rule.
@@ -110,6 +114,24 @@ func Evaluate(r config.Rules, in Input, now time.Time) Decision {
 		if l, ok := deniedLicense(r.DenyLicenses, p.Licenses); ok {
 			d.Violations = append(d.Violations, Violation{Rule: "deny_licenses", Subject: l,
 				Message: fmt.Sprintf("package %s %s has denied licence %s", p.Name, p.Version, l)})
+		}
+	}
+	deny := r.DenyEOLOS != nil && *r.DenyEOLOS
+	seenOS := map[string]bool{}
+	for _, o := range in.OS {
+		if !o.Known() || seenOS[o.Name+o.Release] {
+			continue
+		}
+		seenOS[o.Name+o.Release] = true
+		name, day := o.Name+" "+o.Release, o.EOL.Format(time.DateOnly)
+		switch {
+		case !now.Before(o.EOL) && deny:
+			d.Violations = append(d.Violations, Violation{Rule: "deny_eol_os", Subject: name,
+				Message: fmt.Sprintf("base OS %s reached its end of life on %s (deny_eol_os)", name, day)})
+		case !now.Before(o.EOL):
+			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reached its end of life on %s", name, day))
+		case r.WarnEOLWithin > 0 && o.EOL.Sub(now) <= r.WarnEOLWithin:
+			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reaches its end of life on %s, within warn_eol_within %s", name, day, r.WarnEOLWithin))
 		}
 	}
 	if r.MaxImageSize > 0 && in.Size > int64(r.MaxImageSize) {

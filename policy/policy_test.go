@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/lifecycle"
 )
 
 func date(s string) config.Date {
@@ -126,5 +127,42 @@ func TestPolicyFor(t *testing.T) {
 	}
 	if p.For("docker.io", "library/alpine").Version() == p.For("quay.io", "x/y").Version() {
 		t.Fatal("different rules share a version")
+	}
+}
+
+func TestEOL(t *testing.T) {
+	now := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	on, off := true, false
+	past := lifecycle.OS{Name: "alpine", Version: "3.20.3", Release: "3.20", EOL: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)}
+	soon := lifecycle.OS{Name: "alpine", Version: "3.22.1", Release: "3.22", EOL: time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)}
+	unknown := lifecycle.OS{Name: "fedora", Version: "40"}
+	cases := []struct {
+		name     string
+		deny     *bool
+		warn     time.Duration
+		os       lifecycle.OS
+		pass     bool
+		noteWant string
+	}{
+		{"past, denied", &on, 0, past, false, ""},
+		{"past, not denied", &off, 0, past, true, "reached its end of life on 2026-04-01"},
+		{"past, unset", nil, 0, past, true, "reached its end of life"},
+		{"soon, warned", &on, 90 * 24 * time.Hour, soon, true, "within warn_eol_within"},
+		{"soon, outside the warning", &on, 30 * 24 * time.Hour, soon, true, ""},
+		{"unknown OS", &on, 90 * 24 * time.Hour, unknown, true, ""},
+	}
+	for _, c := range cases {
+		r := config.Rules{FailOn: config.SeverityNone, DenyEOLOS: c.deny, WarnEOLWithin: c.warn}
+		d := Evaluate(r, Input{OS: []lifecycle.OS{c.os, c.os}}, now)
+		if d.Pass != c.pass {
+			t.Errorf("%s: pass = %v (%+v)", c.name, d.Pass, d)
+		}
+		if !c.pass && (len(d.Violations) != 1 || d.Violations[0].Rule != "deny_eol_os" || !strings.Contains(d.Violations[0].Message, "alpine 3.20 reached its end of life on 2026-04-01")) {
+			t.Errorf("%s: violations %+v", c.name, d.Violations)
+		}
+		notes := strings.Join(d.Notes, "; ")
+		if (c.noteWant == "") != (notes == "") || !strings.Contains(notes, c.noteWant) {
+			t.Errorf("%s: notes %q, want %q", c.name, notes, c.noteWant)
+		}
 	}
 }

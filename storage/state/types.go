@@ -241,7 +241,18 @@ type PolicySummary struct {
 	Accepted   []string `json:"accepted,omitempty"`
 	// Suppressed lists matches a VEX statement removed from the decision.
 	Suppressed []string `json:"suppressed,omitempty"`
-	Notes      []string `json:"notes,omitempty"`
+	// BaseOS is the base OS of each platform and its end of life (when
+	// the lifecycle table knows it).
+	BaseOS []BaseOS `json:"base_os,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
+}
+
+// BaseOS is an image's base OS release and its end of life.
+type BaseOS struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	Release string    `json:"release,omitempty"`
+	EOL     time.Time `json:"eol,omitzero"`
 }
 
 // VulnHit is one image affected by a vulnerability (the "where is CVE-X?" index).
