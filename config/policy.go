@@ -52,6 +52,34 @@ type Policy struct {
 	// EOLTable is a JSON file of base OS end-of-life dates that extends
 	// or corrects the table shipped with Airlock (package lifecycle).
 	EOLTable string `yaml:"eol_table"`
+	// ArtifactTypes decides OCI artifacts that are not container images
+	// (Helm charts, WASM modules, ...) by their artifactType or config
+	// media type (a glob): "manual" (the default for every type: an
+	// admin approves), "allow" or "deny".
+	ArtifactTypes map[string]string `yaml:"artifact_types"`
+}
+
+// Artifact decisions in policy.artifact_types.
+const (
+	ArtifactManual = "manual"
+	ArtifactAllow  = "allow"
+	ArtifactDeny   = "deny"
+)
+
+// ArtifactAction returns what policy.artifact_types says of artifact type
+// t: the most specific matching glob (an exact type first, then the
+// longest glob), "manual" when none matches.
+func (p Policy) ArtifactAction(t string) string {
+	if a, ok := p.ArtifactTypes[t]; ok {
+		return a
+	}
+	best, action := -1, ArtifactManual
+	for g, a := range p.ArtifactTypes {
+		if ok, _ := path.Match(g, t); ok && len(g) > best {
+			best, action = len(g), a
+		}
+	}
+	return action
 }
 
 // Override adjusts the rules for the images it matches. Scalar rules it
@@ -177,6 +205,14 @@ func (p Policy) validate() error {
 	}
 	if p.FailOn == "" {
 		return fmt.Errorf("policy.fail_on: must be set (one of none, negligible, low, medium, high, critical)")
+	}
+	for g, a := range p.ArtifactTypes {
+		if _, err := path.Match(g, ""); err != nil {
+			return fmt.Errorf("policy.artifact_types: %q is not a valid glob", g)
+		}
+		if a != ArtifactManual && a != ArtifactAllow && a != ArtifactDeny {
+			return fmt.Errorf("policy.artifact_types[%q]: %q is not manual, allow or deny", g, a)
+		}
 	}
 	for i, o := range p.Overrides {
 		field := fmt.Sprintf("policy.overrides[%d]", i)

@@ -54,6 +54,9 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 		}
 		return Verdict{Outcome: Hold, Detail: "manual policy: waiting for an admin to approve"}, nil
 	}
+	if s.Artifact != "" {
+		return p.artifact(s), nil
+	}
 	if s.Report == nil {
 		return Verdict{}, errors.New("no scan report to decide on")
 	}
@@ -98,6 +101,22 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 		detail += fmt.Sprintf("; %d matches suppressed by VEX", len(suppressed))
 	}
 	return Verdict{Outcome: Pass, Detail: detail, Update: update}, nil
+}
+
+// artifact decides an OCI artifact that is not a container image by
+// policy.artifact_types: never by a vulnerability scan it cannot have.
+func (p *PolicyStep) artifact(s *Subject) Verdict {
+	why := fmt.Sprintf("%s is not a container image", s.Artifact)
+	switch p.rules.ArtifactAction(s.Artifact) {
+	case config.ArtifactAllow:
+		return Verdict{Outcome: Pass, Detail: why + "; allowed by policy.artifact_types"}
+	case config.ArtifactDeny:
+		return Verdict{Outcome: Reject, Detail: why + "; denied by policy.artifact_types"}
+	}
+	if s.Rescan {
+		return Verdict{Outcome: Pass, Detail: why + "; the admin's approval stands"}
+	}
+	return Verdict{Outcome: Hold, Detail: why + ": waiting for an admin to approve (policy.artifact_types: manual)"}
 }
 
 // maxRecordedSuppressed bounds the VEX suppressions kept on the record.

@@ -69,6 +69,14 @@ func (s *ScanStep) State() state.State { return state.StateScanning }
 // Run implements Step.
 func (s *ScanStep) Run(ctx context.Context, sub *Subject) (Verdict, error) {
 	img := sub.Image
+	at, err := artifactType(ctx, s.content, img)
+	if err != nil {
+		return Verdict{}, err
+	}
+	if at != "" {
+		sub.Artifact = at
+		return Verdict{Outcome: Skip, Detail: "not a container image (" + at + "): nothing to scan for vulnerabilities"}, nil
+	}
 	ts, err := targets(ctx, s.content, img)
 	if err != nil {
 		return Verdict{}, err

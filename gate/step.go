@@ -29,6 +29,10 @@ type Subject struct {
 	Rescan bool
 	// Report is the scan step's report, for the steps after it.
 	Report *Report
+	// Artifact is the type of an OCI artifact that is not a container
+	// image ("" for an image): the scan step skips it and the policy
+	// step decides it by policy.artifact_types.
+	Artifact string
 	// Actor is who the approval will be credited to: the pipeline, or the
 	// admin whose approval a sign job completes.
 	Actor string
