@@ -90,23 +90,15 @@ func (g *SignStep) dependencies(ctx context.Context, img state.Image) ([]slsa1.R
 		return slsa1.ResourceDescriptor{URI: uri(d), Name: name, MediaType: mt, Digest: common.DigestSet{d.Algorithm().String(): d.Encoded()}}
 	}
 	out := []slsa1.ResourceDescriptor{rd(img.Digest, "manifest", img.MediaType)}
-	ts, err := targets(ctx, g.content, img)
+	ms, err := manifests(ctx, g.content, img)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("provenance: %w", err)
 	}
 	seen := map[digest.Digest]bool{img.Digest: true}
-	for _, t := range ts {
-		if !seen[t.Manifest] {
-			seen[t.Manifest] = true
-			out = append(out, rd(t.Manifest, "platform-manifest", t.mediaType))
-		}
-		raw, err := g.content.Get(ctx, t.Manifest)
-		if err != nil {
-			return nil, fmt.Errorf("provenance: read manifest %s: %w", t.Manifest, err)
-		}
-		m, err := parseManifest(raw, t.mediaType)
-		if err != nil {
-			return nil, fmt.Errorf("provenance: manifest %s: %w", t.Manifest, err)
+	for _, m := range ms {
+		if !seen[m.Manifest] {
+			seen[m.Manifest] = true
+			out = append(out, rd(m.Manifest, "platform-manifest", m.mediaType))
 		}
 		if m.Config != nil {
 			if d := digest.Digest(m.Config.Digest.String()); !seen[d] {

@@ -163,6 +163,34 @@ func targets(ctx context.Context, cs *content.Store, img state.Image) ([]target,
 	return out, nil
 }
 
+// platformManifest is a target with its parsed manifest.
+type platformManifest struct {
+	target
+	manifestLike
+}
+
+// manifests reads and parses the manifest of every target of img (see
+// targets) from the content store.
+func manifests(ctx context.Context, cs *content.Store, img state.Image) ([]platformManifest, error) {
+	ts, err := targets(ctx, cs, img)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]platformManifest, 0, len(ts))
+	for _, t := range ts {
+		raw, err := cs.Get(ctx, t.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("read manifest %s: %w", t.Manifest, err)
+		}
+		m, err := parseManifest(raw, t.mediaType)
+		if err != nil {
+			return nil, Permanent(fmt.Errorf("manifest %s: %w", t.Manifest, err))
+		}
+		out = append(out, platformManifest{t, m})
+	}
+	return out, nil
+}
+
 func (s *ScanStep) putBlob(ctx context.Context, b []byte) (digest.Digest, error) {
 	d := digest.FromBytes(b)
 	if err := s.content.PutBytes(ctx, d, b); err != nil {

@@ -8,8 +8,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,11 +22,20 @@ var shipped []byte
 // (2006-01-02).
 type Table map[string]map[string]string
 
-// Default returns the shipped table.
-func Default() Table {
+// parsedShipped is the shipped table, parsed once.
+var parsedShipped = sync.OnceValue(func() Table {
 	t, err := parse(shipped)
 	if err != nil {
 		panic("lifecycle: shipped eol.json: " + err.Error())
+	}
+	return t
+})
+
+// Default returns a copy of the shipped table (the caller may add to it).
+func Default() Table {
+	t := Table{}
+	for osName, rels := range parsedShipped() {
+		t[osName] = maps.Clone(rels)
 	}
 	return t
 }

@@ -211,7 +211,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("pgtest: %v\n%s", lastErr, s.logTail())
 	}
 
-	if err := s.exec(context.Background(), s.dsnFor("postgres"), "CREATE DATABASE "+pgx.Identifier{defaultDB}.Sanitize()); err != nil {
+	if err := s.exec(s.dsnFor("postgres"), "CREATE DATABASE "+pgx.Identifier{defaultDB}.Sanitize()); err != nil {
 		t.Fatalf("pgtest: create database %s: %v\n%s", defaultDB, err, s.logTail())
 	}
 	t.Logf("pgtest: PostgreSQL (%s) ready on 127.0.0.1:%d in %v; data in %s", binDir, s.port, time.Since(begin).Round(time.Millisecond), s.dataDir)
@@ -543,18 +543,13 @@ func (s *Server) dsnFor(db string) string {
 }
 
 // exec runs one statement on a short-lived connection to dsn.
-func (s *Server) exec(ctx context.Context, dsn, sql string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		return fmt.Errorf("%s: %w", sql, err)
-	}
-	return nil
+func (s *Server) exec(dsn, sql string) error {
+	return withConn(dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+		return nil
+	})
 }
 
 // NewDatabase creates a database with a unique name and returns its DSN.
@@ -565,14 +560,14 @@ func (s *Server) NewDatabase(t testing.TB) string {
 	t.Helper()
 	name := s.dbName(t.Name())
 	ident := pgx.Identifier{name}.Sanitize()
-	if err := s.exec(context.Background(), s.DSN(), "CREATE DATABASE "+ident); err != nil {
+	if err := s.exec(s.DSN(), "CREATE DATABASE "+ident); err != nil {
 		t.Fatalf("pgtest: create database %s: %v\n%s", name, err, s.logTail())
 	}
 	t.Cleanup(func() {
 		if !s.running() {
 			return // stopped or killed by the test; the temp dir goes anyway
 		}
-		if err := s.exec(context.Background(), s.DSN(), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+		if err := s.exec(s.DSN(), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
 			t.Logf("pgtest: drop database %s: %v", name, err)
 		}
 	})
