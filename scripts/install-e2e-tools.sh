@@ -8,6 +8,7 @@
 #   Go module proxy: crane, at the go-containerregistry version in go.mod;
 #   the MinIO server (a real S3 implementation for the S3 content-store
 #   tests), at a pinned version (a cold build takes ~3-5 min on 2 cores).
+#   helm, at a pinned version (for e2e/helm_test.go).
 # Idempotent: only what is missing is installed, and `apt-get update` runs
 # only when a package is missing. Non-interactive (no stdin needed).
 # Installing a package never starts its services for the tests: the tests
@@ -107,6 +108,22 @@ else
   GOFLAGS= go install "github.com/minio/minio@$minio_version" </dev/null
 fi
 
+# helm (the real CLI for e2e/helm_test.go: charts pushed to and pulled from
+# an OCI registry), pinned. The installed version is read from the binary's
+# build info: `helm version` of a `go install` build prints only "v3.22".
+# A cold build takes ~2 min on 2 cores.
+helm_version=v3.22.0
+helm_have=""
+if [ -x "$gobin/helm" ]; then
+  helm_have=$(go version -m "$gobin/helm" 2>/dev/null | awk '$1 == "mod" && $2 == "helm.sh/helm/v3" {print $3}')
+fi
+if [ "$helm_have" = "$helm_version" ]; then
+  echo "install-e2e-tools: helm $helm_version already installed"
+else
+  echo "install-e2e-tools: installing helm $helm_version into $gobin (had: ${helm_have:-none})"
+  GOFLAGS= go install "helm.sh/helm/v3/cmd/helm@$helm_version" </dev/null
+fi
+
 # The newest installed major, as internal/pgtest picks it.
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version), minio $minio_version, postgres $("$pgbin/postgres" --version | awk '{print $3}') ($pgbin)"
+echo "install-e2e-tools: skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), $(/usr/sbin/dockerd --version), crane $("$gobin/crane" version), minio $minio_version, helm $helm_version, postgres $("$pgbin/postgres" --version | awk '{print $3}') ($pgbin)"
