@@ -71,7 +71,7 @@ test-e2e:
 # The e2e tests that run again with every airlock on PostgreSQL + S3: the
 # gate, its hostile-upstream tests, the admin API, crash and kill recovery,
 # and the real clients. (The multi-replica tests run in test-e2e.)
-HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*)$$
+HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*|TestNotation|TestHelm.*)$$
 
 ## test-ha: the state store's tests on PostgreSQL (the same tests as on
 ##          bbolt), and the gate's e2e suite with every airlock on a

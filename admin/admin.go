@@ -5,6 +5,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -101,6 +102,9 @@ type Server struct {
 	upstreams     map[string]string
 	upstreamNames []string
 	dbMaxSize     int64 // upload bound of DB imports; see WithDBMaxSize
+	// reloadMalware has the malware scanner load its signatures again and
+	// returns its engine and database version; nil without malware.clamd.
+	reloadMalware func(context.Context) (string, error)
 }
 
 // Option configures the admin API.
@@ -108,6 +112,13 @@ type Option func(*Server)
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithMalwareReload enables POST /api/v1/malware/reload: reload has the
+// malware scanner (clamd) load its signature database again and returns
+// the scanner's version line.
+func WithMalwareReload(reload func(context.Context) (string, error)) Option {
+	return func(s *Server) { s.reloadMalware = reload }
+}
 
 // WithReady sets the readiness check behind /readyz.
 func WithReady(fn func() error) Option { return func(s *Server) { s.ready = fn } }
@@ -151,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/vulnerabilities/{id}", s.whereIs).Methods(http.MethodGet)
 	api.HandleFunc("/db", s.dbStatus).Methods(http.MethodGet)
 	api.HandleFunc("/db/import", s.dbImport).Methods(http.MethodPost)
+	api.HandleFunc("/malware/reload", s.malwareReload).Methods(http.MethodPost)
 	api.HandleFunc("/approve", s.action(byRef(s.engine.Approve))).Methods(http.MethodPost)
 	api.HandleFunc("/revoke", s.action(s.revoke)).Methods(http.MethodPost)
 	api.HandleFunc("/rescan", s.action(byRef(s.engine.Rescan))).Methods(http.MethodPost)

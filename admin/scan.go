@@ -205,3 +205,34 @@ func (s *Server) dbImport(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("vulnerability DB imported", "built", st.Built, "rescans", res.Rescans, "retries", res.Retries)
 	writeJSON(w, http.StatusOK, res)
 }
+
+// MalwareReloadResult is the answer of POST /api/v1/malware/reload.
+type MalwareReloadResult struct {
+	// Engine is clamd's version line after the reload (engine, database
+	// version and date).
+	Engine  string `json:"engine"`
+	Rescans int    `json:"rescans_queued"`
+	Retries int    `json:"retries_queued"`
+}
+
+// malwareReload has clamd load its signatures again (after freshclam, or
+// after new signatures were copied in offline), then queues a rescan of
+// every approved image, as a new vulnerability DB does.
+func (s *Server) malwareReload(w http.ResponseWriter, r *http.Request) {
+	if s.reloadMalware == nil {
+		writeErr(w, http.StatusNotFound, errors.New("malware scanning is not enabled (malware.clamd)"))
+		return
+	}
+	engine, err := s.reloadMalware(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusBadGateway, fmt.Errorf("reload malware signatures: %w", err))
+		return
+	}
+	res := MalwareReloadResult{Engine: engine}
+	if res.Rescans, res.Retries, err = s.engine.RescanAll("admin", "malware signatures reloaded", 0); err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	s.log.Info("malware signatures reloaded", "engine", engine, "rescans", res.Rescans, "retries", res.Retries)
+	writeJSON(w, http.StatusOK, res)
+}

@@ -332,6 +332,35 @@ func TestValidateTable(t *testing.T) {
 		{"valid globs", func(c *Config) { c.Upstreams[0].Allow = []string{"library/*", "myorg/**", "**/tools", "a?c/[a-z]*"} }, ""},
 		{"db_max_size at the minimum", func(c *Config) { c.Scan.DBMaxSize = 1 << 20 }, ""},
 		{"db_max_size under the minimum", func(c *Config) { c.Scan.DBMaxSize = 1<<20 - 1 }, "scan.db_max_size:"},
+		{"notation rule", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyRequired, Notation: &NotationTrust{TrustPolicy: "p.json", TrustStore: "ts"}}}
+		}, ""},
+		{"notation rule without a store", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyRequired, Notation: &NotationTrust{TrustPolicy: "p.json"}}}
+		}, "signatures.rules[0].notation:"},
+		{"require both with both", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyRequired, Keys: []string{"k.pub"}, Require: RequireBoth, Notation: &NotationTrust{TrustPolicy: "p.json", TrustStore: "ts"}}}
+		}, ""},
+		{"require both without notation", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyRequired, Keys: []string{"k.pub"}, Require: RequireBoth}}
+		}, "signatures.rules[0].require:"},
+		{"require notation with cosign keys only", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyIfPresent, Keys: []string{"k.pub"}, Require: RequireNotation}}
+		}, "signatures.rules[0].require:"},
+		{"require unknown", func(c *Config) {
+			c.Signatures.Rules = []SignatureRule{{Mode: VerifyRequired, Keys: []string{"k.pub"}, Require: "any"}}
+		}, "signatures.rules[0].require:"},
+		{"notation signing", func(c *Config) {
+			c.Signing.Key = "airlock.key"
+			c.Signing.Notation = &NotationSigning{Key: "n.key", CertificateChain: "n.pem", Format: "cose"}
+		}, ""},
+		{"notation signing without cosign", func(c *Config) {
+			c.Signing.Notation = &NotationSigning{Key: "n.key", CertificateChain: "n.pem"}
+		}, "signing.notation:"},
+		{"notation signing bad format", func(c *Config) {
+			c.Signing.Key = "airlock.key"
+			c.Signing.Notation = &NotationSigning{Key: "n.key", CertificateChain: "n.pem", Format: "pgp"}
+		}, "signing.notation.format:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

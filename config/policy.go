@@ -109,8 +109,10 @@ type Rules struct {
 	// MaxImageSize rejects images whose content (all platforms) is larger.
 	MaxImageSize Size `yaml:"max_image_size,omitempty" json:"max_image_size,omitempty"`
 	// DenyEOLOS rejects images whose base OS release has reached its end
-	// of life (by the lifecycle table); rescans revoke or flag them once
-	// it does.
+	// of life (policy.eol_table, the grype DB's data, or the table shipped
+	// with Airlock), or that the publisher marked end-of-life
+	// (vnd.microsoft.artifact.lifecycle); rescans revoke or flag them once
+	// that date passes.
 	DenyEOLOS *bool `yaml:"deny_eol_os,omitempty" json:"deny_eol_os,omitempty"`
 	// WarnEOLWithin notes on the record that the base OS reaches its end
 	// of life within this long.

@@ -39,6 +39,21 @@ type Signing struct {
 	// Validity is how long an approval stays valid before the approval
 	// attestation says it must be re-checked (lifecycle metadata).
 	Validity time.Duration `yaml:"validity"`
+	// Notation also signs approved images in the Notary Project format,
+	// next to the cosign signature, for shops that verify with notation
+	// (Ratify, AKS image integrity). Optional.
+	Notation *NotationSigning `yaml:"notation"`
+}
+
+// NotationSigning is Airlock's Notation signing key.
+type NotationSigning struct {
+	// Key is the PEM private key (PKCS#1, PKCS#8 or EC) file.
+	Key string `yaml:"key"`
+	// CertificateChain is the PEM certificate chain file, the signing
+	// certificate first (code-signing extended key usage), then its CAs.
+	CertificateChain string `yaml:"certificate_chain"`
+	// Format is the envelope: "jws" (default) or "cose".
+	Format string `yaml:"format"`
 }
 
 // Enabled reports whether a signing key is configured.
@@ -58,6 +73,18 @@ func (s Signing) Password() ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// Which signature formats a rule requires (signatures.rules[].require).
+const (
+	// RequireEither: a cosign or a Notation signature that verifies is
+	// enough (the default).
+	RequireEither = "either"
+	// RequireCosign and RequireNotation count only that format.
+	RequireCosign   = "cosign"
+	RequireNotation = "notation"
+	// RequireBoth: both must verify.
+	RequireBoth = "both"
+)
 
 // Signatures configures verification of upstream signatures.
 type Signatures struct {
@@ -83,6 +110,44 @@ type SignatureRule struct {
 	// TrustedRoot is a sigstore trusted_root.json for keyless verification,
 	// kept offline.
 	TrustedRoot string `yaml:"trusted_root"`
+	// Notation verifies Notary Project signatures against a trust policy
+	// and trust store.
+	Notation *NotationTrust `yaml:"notation"`
+	// Require says which formats count when both cosign trust (keys or
+	// identities) and Notation trust are set: either (default), cosign,
+	// notation or both.
+	Require string `yaml:"require"`
+}
+
+// NotationTrust is a Notary Project trust policy and trust store.
+type NotationTrust struct {
+	// TrustPolicy is a trustpolicy.json (OCI policy document, version 1.0).
+	// Its registryScopes match "<upstream name>/<repository>", the image's
+	// name in Airlock (e.g. docker.io/library/alpine), or "*".
+	TrustPolicy string `yaml:"trust_policy"`
+	// TrustStore is notation's truststore directory: x509/<type>/<name>/
+	// holding the CA certificates the policy's trustStores name.
+	TrustStore string `yaml:"trust_store"`
+}
+
+// HasCosign reports whether the rule has cosign trust material.
+func (r SignatureRule) HasCosign() bool { return len(r.Keys) > 0 || len(r.Identities) > 0 }
+
+// HasNotation reports whether the rule has Notation trust material.
+func (r SignatureRule) HasNotation() bool { return r.Notation != nil }
+
+// Formats returns which signature formats count under the rule, and
+// whether all of them must verify (require: both).
+func (r SignatureRule) Formats() (cosign, notation, all bool) {
+	switch r.Require {
+	case RequireCosign:
+		return true, false, false
+	case RequireNotation:
+		return false, true, false
+	case RequireBoth:
+		return true, true, true
+	}
+	return r.HasCosign(), r.HasNotation(), false
 }
 
 // Identity is an accepted keyless signer: certificate identity and OIDC
@@ -127,6 +192,17 @@ func (s Signing) validate() error {
 	if s.Validity < 0 {
 		return fmt.Errorf("signing.validity: must not be negative")
 	}
+	if n := s.Notation; n != nil {
+		if n.Key == "" || n.CertificateChain == "" {
+			return fmt.Errorf("signing.notation: key and certificate_chain are both required")
+		}
+		if n.Format != "" && n.Format != "jws" && n.Format != "cose" {
+			return fmt.Errorf("signing.notation.format: %q is not jws or cose", n.Format)
+		}
+		if !s.Enabled() {
+			return fmt.Errorf("signing.notation: signs next to the cosign signature; set signing.key or signing.kms too")
+		}
+	}
 	return nil
 }
 
@@ -144,8 +220,28 @@ func (s Signatures) validate() error {
 				return fmt.Errorf("%s.repository: %q is not a valid glob", f, r.Repository)
 			}
 		}
-		if r.Mode != VerifyNone && len(r.Keys) == 0 && len(r.Identities) == 0 {
-			return fmt.Errorf("%s: mode %s needs keys or identities to verify against", f, r.Mode)
+		if r.Mode != VerifyNone && !r.HasCosign() && !r.HasNotation() {
+			return fmt.Errorf("%s: mode %s needs keys, identities or notation trust to verify against", f, r.Mode)
+		}
+		if n := r.Notation; n != nil && (n.TrustPolicy == "" || n.TrustStore == "") {
+			return fmt.Errorf("%s.notation: trust_policy and trust_store are both required", f)
+		}
+		switch r.Require {
+		case "", RequireEither:
+		case RequireCosign:
+			if r.Mode != VerifyNone && !r.HasCosign() {
+				return fmt.Errorf("%s.require: cosign needs keys or identities", f)
+			}
+		case RequireNotation:
+			if r.Mode != VerifyNone && !r.HasNotation() {
+				return fmt.Errorf("%s.require: notation needs notation.trust_policy and trust_store", f)
+			}
+		case RequireBoth:
+			if r.Mode != VerifyNone && (!r.HasCosign() || !r.HasNotation()) {
+				return fmt.Errorf("%s.require: both needs keys or identities and notation trust", f)
+			}
+		default:
+			return fmt.Errorf("%s.require: %q is not either, cosign, notation or both", f, r.Require)
 		}
 		if len(r.Identities) > 0 && r.TrustedRoot == "" {
 			return fmt.Errorf("%s.trusted_root: keyless identities need a trusted root file", f)
@@ -188,6 +284,22 @@ func (c *Config) CheckFiles() error {
 			}
 		}
 		if err := check(fmt.Sprintf("signatures.rules[%d].trusted_root", i), r.TrustedRoot); err != nil {
+			return err
+		}
+		if n := r.Notation; n != nil {
+			if err := check(fmt.Sprintf("signatures.rules[%d].notation.trust_policy", i), n.TrustPolicy); err != nil {
+				return err
+			}
+			if err := check(fmt.Sprintf("signatures.rules[%d].notation.trust_store", i), n.TrustStore); err != nil {
+				return err
+			}
+		}
+	}
+	if n := c.Signing.Notation; n != nil {
+		if err := check("signing.notation.key", n.Key); err != nil {
+			return err
+		}
+		if err := check("signing.notation.certificate_chain", n.CertificateChain); err != nil {
 			return err
 		}
 	}

@@ -60,9 +60,7 @@ func runMain(m *testing.M) int {
 	}
 	code := m.Run()
 	stopSharedServers()
-	if cosignPath != "" {
-		os.RemoveAll(filepath.Dir(cosignPath))
-	}
+	removeGoTools()
 	return code
 }
 

@@ -24,32 +24,64 @@ import (
 	"github.com/airlockproxy/airlock/sign"
 )
 
-var (
-	cosignOnce sync.Once
-	cosignPath string
-	cosignErr  error
-)
+// goTools holds the CLIs goToolCLI built, by name.
+var goTools struct {
+	sync.Mutex
+	built map[string]*goTool
+}
 
-// cosignCLI builds the real cosign v2 CLI (a tool dependency in go.mod, so
-// it shares the build cache) once per test binary.
-func cosignCLI(t testing.TB) string {
+type goTool struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// goToolCLI builds a tool dependency of go.mod (so it shares the module's
+// build cache and versions) once per test binary and returns its path.
+func goToolCLI(t testing.TB, name, pkg string) string {
 	t.Helper()
-	cosignOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "airlock-e2e-cosign-")
+	goTools.Lock()
+	if goTools.built == nil {
+		goTools.built = map[string]*goTool{}
+	}
+	tl, ok := goTools.built[name]
+	if !ok {
+		tl = &goTool{}
+		goTools.built[name] = tl
+	}
+	goTools.Unlock()
+	tl.once.Do(func() {
+		dir, err := os.MkdirTemp("", "airlock-e2e-"+name+"-")
 		if err != nil {
-			cosignErr = err
+			tl.err = err
 			return
 		}
-		cosignPath = filepath.Join(dir, "cosign")
-		out, err := exec.Command("go", "build", "-o", cosignPath, "github.com/sigstore/cosign/v2/cmd/cosign").CombinedOutput()
+		tl.path = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", tl.path, pkg).CombinedOutput()
 		if err != nil {
-			cosignErr = &buildError{err: err, out: string(out)}
+			tl.err = &buildError{err: err, out: string(out)}
 		}
 	})
-	if cosignErr != nil {
-		t.Fatalf("build cosign CLI: %v", cosignErr)
+	if tl.err != nil {
+		t.Fatalf("build %s CLI: %v", name, tl.err)
 	}
-	return cosignPath
+	return tl.path
+}
+
+// removeGoTools deletes the CLIs goToolCLI built.
+func removeGoTools() {
+	goTools.Lock()
+	defer goTools.Unlock()
+	for _, tl := range goTools.built {
+		if tl.path != "" {
+			os.RemoveAll(filepath.Dir(tl.path))
+		}
+	}
+}
+
+// cosignCLI builds the real cosign v2 CLI.
+func cosignCLI(t testing.TB) string {
+	return goToolCLI(t, "cosign", "github.com/sigstore/cosign/v2/cmd/cosign")
 }
 
 type buildError struct {

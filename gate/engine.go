@@ -1,7 +1,7 @@
 // Package gate is Airlock's quarantine pipeline: workers take jobs from the
-// persistent queue in the state store and run the steps (fetch, verify,
-// scan, policy, sign) that end in an image being approved, rejected or
-// held for an admin. Admin decisions (approve, revoke, rescan) go through
+// persistent queue in the state store and run the steps (fetch, verify
+// cosign and Notation signatures, scan, lifecycle, malware, policy, sign)
+// that end in an image being approved, rejected or held for an admin. Admin decisions (approve, revoke, rescan) go through
 // here too.
 package gate
 

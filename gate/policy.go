@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/lifecycle"
 	"github.com/airlockproxy/airlock/policy"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/vex"
@@ -23,6 +22,9 @@ type PolicyStep struct {
 	mode  string
 	rules config.Policy
 	now   func() time.Time
+
+	// upstream reads the upstream's VEX attestations (gate/upstreamatt.go).
+	upstream *upstreamAttestations
 }
 
 // NewPolicyStep returns the policy step for gate.policy and the
@@ -42,7 +44,7 @@ func (p *PolicyStep) Name() string { return "policy" }
 func (p *PolicyStep) State() state.State { return "" }
 
 // Run implements Step.
-func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
+func (p *PolicyStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	switch p.mode {
 	case config.PolicyAuto:
 		return Verdict{Outcome: Pass, Detail: "auto policy: approved without checks"}, nil
@@ -62,27 +64,16 @@ func (p *PolicyStep) Run(_ context.Context, s *Subject) (Verdict, error) {
 	}
 	rules := p.rules.For(s.Image.Upstream, s.Image.Repository)
 	in := Input(s.Report, s.Image.ContentSize)
-	suppressed, err := p.applyVEX(s.Image, &in)
+	suppressed, err := p.applyVEX(ctx, s.Image, &in)
 	if err != nil {
 		return Verdict{}, err
 	}
-	// Read at every decision, like the VEX documents: an edit applies
-	// from the next image on.
-	table, err := lifecycle.Load(p.rules.EOLTable)
+	lc, err := p.lifecycle(s, &in) // base OS and publisher end of life: gate/lifecycle.go
 	if err != nil {
-		return Verdict{}, fmt.Errorf("policy.eol_table: %w", err)
-	}
-	var baseOS []state.BaseOS
-	for _, pr := range s.Report.Platforms {
-		if pr.Distro == "" {
-			continue
-		}
-		o := table.Lookup(pr.Distro)
-		in.OS = append(in.OS, o)
-		baseOS = append(baseOS, state.BaseOS{Name: o.Name, Version: o.Version, Release: o.Release, EOL: o.EOL})
+		return Verdict{}, err
 	}
 	d := policy.Evaluate(rules, in, p.now())
-	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Suppressed: suppressed, BaseOS: baseOS, Notes: d.Notes}
+	sum := &state.PolicySummary{Pass: d.Pass, Version: d.Version, Decided: p.now().UTC(), Total: len(d.Violations), Accepted: d.Accepted, Suppressed: suppressed, BaseOS: lc.BaseOS, ImageEOL: lc.ImageEOL, Notes: d.Notes}
 	for i, v := range d.Violations {
 		if i == maxRecordedViolations {
 			break
@@ -127,13 +118,19 @@ const maxRecordedSuppressed = 50
 // documents are read at every decision: edits apply without a restart. A
 // document that cannot be read fails the step (retried), so a broken file
 // never turns into "no suppression" or "everything suppressed" silently.
-func (p *PolicyStep) applyVEX(img state.Image, in *policy.Input) ([]string, error) {
-	if len(p.rules.VEX) == 0 {
-		return nil, nil
-	}
-	set, err := vex.Load(p.rules.VEX)
+// The upstream's VEX attestations that verify under the image's signature
+// rule come first (gate/upstreamatt.go); policy.vex has the last word.
+func (p *PolicyStep) applyVEX(ctx context.Context, img state.Image, in *policy.Input) ([]string, error) {
+	set, err := p.upstream.vex(ctx, img, in)
 	if err != nil {
-		return nil, fmt.Errorf("policy.vex: %w", err)
+		return nil, err
+	}
+	if len(p.rules.VEX) > 0 {
+		cfg, err := vex.Load(p.rules.VEX)
+		if err != nil {
+			return nil, fmt.Errorf("policy.vex: %w", err)
+		}
+		set.Merge(cfg)
 	}
 	var kept []policy.Vulnerability
 	var out []string

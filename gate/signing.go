@@ -3,10 +3,8 @@ package gate
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -50,88 +48,6 @@ type MalwarePredicate struct {
 	Unscanned      []state.MalwareUnscanned `json:"unscanned,omitempty"`
 }
 
-// VerifyStep checks the upstream's cosign signatures of an image against
-// the signature policy of its upstream and repository.
-type VerifyStep struct {
-	upstreams *upstream.Set
-	policy    config.Signatures
-}
-
-// NewVerifyStep returns the verify step.
-func NewVerifyStep(ups *upstream.Set, p config.Signatures) *VerifyStep {
-	return &VerifyStep{upstreams: ups, policy: p}
-}
-
-// Name implements Step.
-func (v *VerifyStep) Name() string { return "verify" }
-
-// State implements Step.
-func (v *VerifyStep) State() state.State { return state.StateVerifying }
-
-// Run implements Step.
-func (v *VerifyStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
-	img := s.Image
-	rule := v.policy.For(img.Upstream, img.Repository)
-	if rule.Mode == config.VerifyNone || rule.Mode == "" {
-		return Verdict{Outcome: Skip, Detail: "signature policy: none"}, nil
-	}
-	trust, err := trustPolicy(rule)
-	if err != nil {
-		return Verdict{}, Permanent(err)
-	}
-	reg, ok := v.upstreams.Get(img.Upstream)
-	if !ok {
-		return Verdict{}, Permanent(fmt.Errorf("upstream %q is no longer configured", img.Upstream))
-	}
-	res, err := sign.Verify(ctx, reg.Repository(img.Repository), img.Digest, trust, reg.RemoteOptions()...)
-	rec := &state.Verification{Mode: rule.Mode, Verified: res.Verified, Signatures: res.Signatures, Signer: res.Signer, Layout: res.Layout}
-	update := func(i *state.Image) { i.Verification = rec }
-	switch {
-	case err == nil && res.Verified:
-		rec.Detail = "signed by " + res.Signer
-		return Verdict{Outcome: Pass, Detail: rec.Detail, Update: update}, nil
-	case errors.Is(err, sign.ErrNoSignature):
-		rec.Detail = "no signature"
-		if rule.Mode == config.VerifyIfPresent {
-			return Verdict{Outcome: Pass, Detail: "unsigned; signature policy if-present lets it pass", Update: update}, nil
-		}
-		return Verdict{Outcome: Reject, Detail: "no signature (signature policy: required)", Update: update}, nil
-	case errors.Is(err, sign.ErrBadSignature):
-		rec.Detail = err.Error()
-		return Verdict{Outcome: Reject, Detail: "signature does not verify: " + err.Error(), Update: update}, nil
-	case err != nil:
-		return Verdict{}, fmt.Errorf("verify signatures of %s: %w", img.Ref, err)
-	}
-	rec.Detail = "signature does not verify"
-	return Verdict{Outcome: Reject, Detail: rec.Detail, Update: update}, nil
-}
-
-// trustPolicy reads a rule's trust material from its files.
-func trustPolicy(r config.SignatureRule) (sign.TrustPolicy, error) {
-	// Key-signed images verify offline without a transparency log entry;
-	// keyless certificates are short-lived, so their Rekor entry (checked
-	// offline against the trusted root) proves when they were used.
-	p := sign.TrustPolicy{IgnoreTlog: len(r.Identities) == 0}
-	for _, k := range r.Keys {
-		b, err := os.ReadFile(k)
-		if err != nil {
-			return p, fmt.Errorf("signature key: %w", err)
-		}
-		p.Keys = append(p.Keys, b)
-	}
-	for _, id := range r.Identities {
-		p.Identities = append(p.Identities, sign.Identity{Issuer: id.Issuer, IssuerRegexp: id.IssuerRegexp, Subject: id.Subject, SubjectRegexp: id.SubjectRegexp})
-	}
-	if r.TrustedRoot != "" {
-		b, err := os.ReadFile(r.TrustedRoot)
-		if err != nil {
-			return p, fmt.Errorf("trusted root: %w", err)
-		}
-		p.TrustedRootJSON = b
-	}
-	return p, nil
-}
-
 // SignStep signs an image with the enterprise key and attaches its SBOM,
 // vulnerability report and an approval attestation. The results are
 // stored in Airlock's content store and served only while the image is
@@ -145,6 +61,7 @@ type SignStep struct {
 	cfg       config.Signing
 	policy    config.Policy
 	verify    config.Signatures
+	notation  *sign.NotationSigner
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -180,6 +97,9 @@ type ApprovalPredicate struct {
 		RescanBy time.Time      `json:"rescanBy"`
 		Expires  time.Time      `json:"expires"`
 		BaseOS   []state.BaseOS `json:"baseOS,omitempty"`
+		// ImageEOL is the end of life the publisher declared
+		// (vnd.microsoft.artifact.lifecycle), when it did.
+		ImageEOL *state.ImageEOL `json:"imageEOL,omitempty"`
 	} `json:"lifecycle"`
 }
 
@@ -206,7 +126,14 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, fmt.Errorf("attest %s: %w", img.Ref, err)
 	}
-	all := append([]sign.Artifact{sig, att, sigRef}, attRefs...)
+	att, attRefs = g.upstreamAttestations(ctx, img, att, attRefs) // the upstream's verified attestations: gate/upstreamatt.go
+	referrers := append([]sign.Artifact{sigRef}, attRefs...)
+	nrefs, err := g.notationReferrers(ctx, img)
+	if err != nil {
+		return Verdict{}, err
+	}
+	referrers = append(referrers, nrefs...)
+	all := append([]sign.Artifact{sig, att}, referrers...)
 	var links []state.Link
 	for _, a := range all {
 		if err := g.content.PutBytes(ctx, a.Digest, a.Manifest); err != nil {
@@ -226,7 +153,7 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 		return Verdict{}, fmt.Errorf("record signatures of %s: %w", img.Ref, err)
 	}
 	signed := &state.Signed{SignedAt: g.now().UTC(), Key: g.keyID, Sig: descriptor(sig), Att: descriptor(att)}
-	for _, a := range append([]sign.Artifact{sigRef}, attRefs...) {
+	for _, a := range referrers {
 		signed.Referrers = append(signed.Referrers, descriptor(a))
 	}
 	return Verdict{
@@ -345,6 +272,7 @@ func (g *SignStep) attestations(ctx context.Context, s *Subject) ([]sign.Attesta
 	p.Lifecycle.RescanBy = now.Add(24 * time.Hour)
 	if img.Policy != nil {
 		p.Lifecycle.BaseOS = img.Policy.BaseOS
+		p.Lifecycle.ImageEOL = img.Policy.ImageEOL
 	}
 	p.Lifecycle.Expires = now.Add(g.cfg.Validity)
 	raw, err := json.Marshal(p)

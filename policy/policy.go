@@ -39,8 +39,13 @@ type Input struct {
 	Packages        []Package
 	Vulnerabilities []Vulnerability
 	// OS lists the base OS of each platform, with its end of life when
-	// the lifecycle table knows it.
+	// it is known (package lifecycle: policy.eol_table, the grype DB or
+	// the shipped table).
 	OS []lifecycle.OS
+	// Publisher is the end of life the image's publisher declared
+	// (Microsoft's lifecycle metadata); zero when it declared none.
+	// deny_eol_os and warn_eol_within apply to it as to the base OS.
+	Publisher lifecycle.Publisher
 }
 
 // Violation is one failed rule.
@@ -116,30 +121,72 @@ func Evaluate(r config.Rules, in Input, now time.Time) Decision {
 				Message: fmt.Sprintf("package %s %s has denied licence %s", p.Name, p.Version, l)})
 		}
 	}
-	deny := r.DenyEOLOS != nil && *r.DenyEOLOS
-	seenOS := map[string]bool{}
-	for _, o := range in.OS {
-		if !o.Known() || seenOS[o.Name+o.Release] {
-			continue
-		}
-		seenOS[o.Name+o.Release] = true
-		name, day := o.Name+" "+o.Release, o.EOL.Format(time.DateOnly)
-		switch {
-		case !now.Before(o.EOL) && deny:
-			d.Violations = append(d.Violations, Violation{Rule: "deny_eol_os", Subject: name,
-				Message: fmt.Sprintf("base OS %s reached its end of life on %s (deny_eol_os)", name, day)})
-		case !now.Before(o.EOL):
-			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reached its end of life on %s", name, day))
-		case r.WarnEOLWithin > 0 && o.EOL.Sub(now) <= r.WarnEOLWithin:
-			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reaches its end of life on %s, within warn_eol_within %s", name, day, r.WarnEOLWithin))
-		}
-	}
+	evaluateEOL(r, in, now, &d)
 	if r.MaxImageSize > 0 && in.Size > int64(r.MaxImageSize) {
 		d.Violations = append(d.Violations, Violation{Rule: "max_image_size",
 			Message: fmt.Sprintf("image size %s exceeds max_image_size %s", config.Size(in.Size), r.MaxImageSize)})
 	}
 	d.Pass = len(d.Violations) == 0
 	return d
+}
+
+// evaluateEOL applies deny_eol_os and warn_eol_within to the base OS of
+// each platform and to the end of life the publisher declared. Both use
+// the same rules, with their own reasons: "base OS alpine 3.17 reached
+// its end of life on …" and "the publisher marked this image end-of-life
+// on …". A rescan after the date revokes or flags the image
+// (scan.on_rescan_fail), since now is the time of each decision.
+func evaluateEOL(r config.Rules, in Input, now time.Time, d *Decision) {
+	deny := r.DenyEOLOS != nil && *r.DenyEOLOS
+	seenOS := map[string]bool{}
+	for _, o := range in.OS {
+		if !o.Known() || seenOS[o.Name+"\x00"+o.Release] {
+			continue
+		}
+		seenOS[o.Name+"\x00"+o.Release] = true
+		name, day := o.Name+" "+o.Release, o.EOL.Format(time.DateOnly)
+		from := ""
+		if o.Source != "" {
+			from = "date from " + o.Source + "; "
+		}
+		switch {
+		case !now.Before(o.EOL) && deny:
+			d.Violations = append(d.Violations, Violation{Rule: "deny_eol_os", Subject: name,
+				Message: fmt.Sprintf("base OS %s reached its end of life on %s (%sdeny_eol_os)", name, day, from)})
+		case !now.Before(o.EOL):
+			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reached its end of life on %s%s", name, day, paren(from)))
+		case r.WarnEOLWithin > 0 && o.EOL.Sub(now) <= r.WarnEOLWithin:
+			d.Notes = append(d.Notes, fmt.Sprintf("base OS %s reaches its end of life on %s, within warn_eol_within %s", name, day, r.WarnEOLWithin))
+		}
+	}
+	p := in.Publisher
+	if p.Error != "" {
+		d.Notes = append(d.Notes, "publisher lifecycle metadata: "+p.Error)
+	}
+	if p.EOL.IsZero() {
+		return
+	}
+	day, from := p.EOL.UTC().Format(time.DateOnly), ""
+	if p.Source != "" {
+		from = "declared by " + p.Source + "; "
+	}
+	switch {
+	case !now.Before(p.EOL) && deny:
+		d.Violations = append(d.Violations, Violation{Rule: "deny_eol_os", Subject: "publisher end of life",
+			Message: fmt.Sprintf("the publisher marked this image end-of-life on %s (%sdeny_eol_os)", day, from)})
+	case !now.Before(p.EOL):
+		d.Notes = append(d.Notes, fmt.Sprintf("the publisher marked this image end-of-life on %s%s", day, paren(from)))
+	case r.WarnEOLWithin > 0 && p.EOL.Sub(now) <= r.WarnEOLWithin:
+		d.Notes = append(d.Notes, fmt.Sprintf("the publisher marks this image end-of-life on %s, within warn_eol_within %s", day, r.WarnEOLWithin))
+	}
+}
+
+// paren turns "x; " into " (x)", and "" into "".
+func paren(s string) string {
+	if s = strings.TrimSuffix(s, "; "); s == "" {
+		return ""
+	}
+	return " (" + s + ")"
 }
 
 // allowed finds the allow_cves entry that accepts v at now. An entry that

@@ -166,3 +166,58 @@ func TestEOL(t *testing.T) {
 		}
 	}
 }
+
+// TestPublisherEOL: the end of life an image's publisher declared is
+// decided by deny_eol_os and warn_eol_within, with its own reason; an
+// unreadable declaration is a note and decides nothing.
+func TestPublisherEOL(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	on, off := true, false
+	past := lifecycle.Publisher{EOL: time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC), Source: "referrer sha256:abc"}
+	soon := lifecycle.Publisher{EOL: time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC), Source: "index annotation"}
+	later := lifecycle.Publisher{EOL: now.Add(time.Nanosecond)}
+	broken := lifecycle.Publisher{Error: `referrer sha256:abc: vnd.microsoft.artifact.lifecycle.end-of-life.date: "soon" is not an RFC 3339 date`}
+	cases := []struct {
+		name      string
+		deny      *bool
+		warn      time.Duration
+		pub       lifecycle.Publisher
+		violation string
+		note      string
+	}{
+		{"past, denied", &on, 0, past, "the publisher marked this image end-of-life on 2026-11-27 (declared by referrer sha256:abc; deny_eol_os)", ""},
+		{"past, not denied", &off, 0, past, "", "the publisher marked this image end-of-life on 2026-11-27 (declared by referrer sha256:abc)"},
+		{"past, unset", nil, 0, past, "", "the publisher marked this image end-of-life on 2026-11-27"},
+		{"a nanosecond before", &on, 0, later, "", ""},
+		{"soon, warned", &on, 90 * 24 * time.Hour, soon, "", "the publisher marks this image end-of-life on 2027-01-15, within warn_eol_within"},
+		{"soon, outside the warning", &on, 30 * 24 * time.Hour, soon, "", ""},
+		{"unreadable", &on, 90 * 24 * time.Hour, broken, "", "publisher lifecycle metadata: referrer sha256:abc"},
+		{"none", &on, 90 * 24 * time.Hour, lifecycle.Publisher{}, "", ""},
+	}
+	for _, c := range cases {
+		r := config.Rules{FailOn: config.SeverityNone, DenyEOLOS: c.deny, WarnEOLWithin: c.warn}
+		d := Evaluate(r, Input{Publisher: c.pub}, now)
+		if d.Pass != (c.violation == "") {
+			t.Errorf("%s: pass = %v (%+v)", c.name, d.Pass, d)
+		}
+		if c.violation != "" {
+			if len(d.Violations) != 1 || d.Violations[0].Rule != "deny_eol_os" || d.Violations[0].Message != c.violation {
+				t.Errorf("%s: violations %+v, want %q", c.name, d.Violations, c.violation)
+			}
+			if !strings.Contains(d.Summary(), "the publisher marked this image end-of-life on 2026-11-27") {
+				t.Errorf("%s: summary %q", c.name, d.Summary())
+			}
+		}
+		notes := strings.Join(d.Notes, "; ")
+		if (c.note == "") != (notes == "") || !strings.Contains(notes, c.note) {
+			t.Errorf("%s: notes %q, want %q", c.name, notes, c.note)
+		}
+	}
+	// Base OS and publisher dates are both reported, each with its source.
+	r := config.Rules{FailOn: config.SeverityNone, DenyEOLOS: &on}
+	os := lifecycle.OS{Name: "alpine", Version: "3.17.2", Release: "3.17", EOL: time.Date(2024, 11, 22, 0, 0, 0, 0, time.UTC), Source: lifecycle.SourceGrypeDB}
+	d := Evaluate(r, Input{OS: []lifecycle.OS{os}, Publisher: past}, now)
+	if len(d.Violations) != 2 || d.Violations[0].Message != "base OS alpine 3.17 reached its end of life on 2024-11-22 (date from grype-db; deny_eol_os)" {
+		t.Errorf("both: %+v", d.Violations)
+	}
+}

@@ -90,8 +90,14 @@ func Load(files []string) (*Set, error) {
 	return s, nil
 }
 
-// Add parses one document (source names it in messages).
+// Add parses one document (source names it in messages). A document that
+// is larger than 4 MiB, not OpenVEX, or has a statement with an unknown
+// status or no vulnerability is an error, and none of its statements is
+// added.
 func (s *Set) Add(source string, raw []byte) error {
+	if len(raw) > maxDocument {
+		return fmt.Errorf("vex %s: larger than %d bytes", source, maxDocument)
+	}
 	var d Document
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return fmt.Errorf("vex %s: %w", source, err)
@@ -106,9 +112,19 @@ func (s *Set) Add(source string, raw []byte) error {
 		if st.Vulnerability.Name == "" {
 			return fmt.Errorf("vex %s: statement %d: no vulnerability name", source, i)
 		}
+	}
+	for _, st := range d.Statements {
 		s.stmts = append(s.stmts, sourced{st, source})
 	}
 	return nil
+}
+
+// Merge appends o's statements after s's: where both speak about the same
+// match, o's have the last word.
+func (s *Set) Merge(o *Set) {
+	if o != nil {
+		s.stmts = append(s.stmts, o.stmts...)
+	}
 }
 
 // Len is the number of statements.

@@ -80,3 +80,39 @@ func TestLoadErrors(t *testing.T) {
 		t.Errorf("Load = %v, %v", s, err)
 	}
 }
+
+// TestAddAllOrNothing: a document with one bad statement adds none of its
+// statements (an upstream document is ignored whole, never half), and a
+// document over the size bound is refused.
+func TestAddAllOrNothing(t *testing.T) {
+	set := &vex.Set{}
+	err := set.Add("half.json", []byte(doc(`
+	 {"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:oci/app@`+img+`"}],"status":"not_affected"},
+	 {"vulnerability":{"name":"CVE-2"},"products":[{"@id":"pkg:oci/app@`+img+`"}],"status":"whatever"}`)))
+	if err == nil || set.Len() != 0 {
+		t.Fatalf("Add = %v, %d statements kept", err, set.Len())
+	}
+	if _, ok := set.Suppresses(img, "CVE-1", "busybox", "1"); ok {
+		t.Error("a statement of a refused document suppresses")
+	}
+	huge := doc(`{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:oci/app@` + img + `"}],"status":"not_affected","impact_statement":"` + strings.Repeat("x", 4<<20) + `"}`)
+	if err := set.Add("huge.json", []byte(huge)); err == nil || set.Len() != 0 {
+		t.Errorf("a document over 4 MiB: Add = %v, %d statements", err, set.Len())
+	}
+}
+
+// TestMergeOrder: merged statements come after, so they have the last word.
+func TestMergeOrder(t *testing.T) {
+	first, last := &vex.Set{}, &vex.Set{}
+	if err := first.Add("upstream", []byte(doc(`{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:oci/app@`+img+`"}],"status":"not_affected"}`))); err != nil {
+		t.Fatal(err)
+	}
+	if err := last.Add("operator", []byte(doc(`{"vulnerability":{"name":"CVE-1"},"products":[{"@id":"pkg:oci/app@`+img+`"}],"status":"affected"}`))); err != nil {
+		t.Fatal(err)
+	}
+	first.Merge(last)
+	first.Merge(nil)
+	if _, ok := first.Suppresses(img, "CVE-1", "busybox", "1"); ok || first.Len() != 2 {
+		t.Errorf("the merged (later) affected statement does not win: %d statements", first.Len())
+	}
+}

@@ -38,6 +38,12 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		cmd = "images " + args[1]
 		args = args[1:]
+	case "malware":
+		if len(args) < 2 || args[1] != "reload" {
+			return errors.New("usage: airlock malware reload")
+		}
+		cmd = "malware reload"
+		args = args[1:]
 	case "db":
 		if len(args) < 2 || (args[1] != "import" && args[1] != "status") {
 			return errors.New("usage: airlock db import FILE | airlock db status")
@@ -222,6 +228,15 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "imported vulnerability DB built %s (schema %s); queued %d rescans and %d retries\n",
 			out.DB.Built.Format(time.RFC3339), safe(out.DB.SchemaVersion), out.Rescans, out.Retries)
+		return nil
+	case "malware reload":
+		// clamd may take a minute to load a full database.
+		c.http.Timeout = 3 * time.Minute
+		var out admin.MalwareReloadResult
+		if err := c.do(http.MethodPost, "/api/v1/malware/reload", nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "malware signatures reloaded: %s; queued %d rescans and %d retries\n", safe(out.Engine), out.Rescans, out.Retries)
 		return nil
 	case "jobs":
 		var out any

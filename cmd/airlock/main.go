@@ -35,6 +35,7 @@ Usage:
   airlock cve ID                            list the images affected by a vulnerability
   airlock db import FILE                    install a grype v6 DB archive and rescan approved images
   airlock db status                         show the installed vulnerability DB
+  airlock malware reload                    have clamd load its signatures again and rescan approved images
   airlock state migrate|export|import      manage the state store (PostgreSQL schema, moving
                                             a bbolt state to PostgreSQL); see airlock state --help
   airlock keys generate [--dir DIR]         create the enterprise signing key pair (cosign format;
@@ -88,7 +89,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return keysCommand(args[1:], stdout, stderr)
 	case "state":
 		return stateCommand(args[1:], stdout, stderr)
-	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve":
+	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve", "malware":
 		return adminCommand(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -187,6 +187,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
+	var clamd *malware.Client
+	if cfg.Malware.Clamd != "" {
+		if clamd, err = malware.NewClient(cfg.Malware.Clamd, cfg.Malware.Timeout); err != nil {
+			return fmt.Errorf("malware.clamd: %w", err)
+		}
+	}
 	if cfg.Admin.Token == "" {
 		log.Error("admin API disabled: no token; set admin.token or AIRLOCK_ADMIN_TOKEN to enable it")
 	} else {
@@ -196,6 +202,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		if signer != nil {
 			opts = append(opts, admin.WithPublicKey(signer.PublicKeyPEM()))
+		}
+		if clamd != nil {
+			opts = append(opts, admin.WithMalwareReload(func(ctx context.Context) (string, error) {
+				// Signatures without an official version number show no
+				// change in clamd's version line: give the reload 3s.
+				if err := clamd.ReloadWait(ctx, 3*time.Second); err != nil {
+					return "", err
+				}
+				return clamd.Version(ctx)
+			}))
 		}
 		adm, err := admin.New(engine, store, cfg.Admin.Token, opts...)
 		if err != nil {
@@ -245,14 +261,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			})
 		}()
 	}
-	if cfg.Malware.Clamd != "" && cfg.Malware.DBDir != "" {
-		client, err := malware.NewClient(cfg.Malware.Clamd, cfg.Malware.Timeout)
-		if err != nil {
-			stopEngine()
-			wg.Wait()
-			return fmt.Errorf("malware.clamd: %w", err)
-		}
-		watch := malware.NewDBWatch(client, cfg.Malware.DBDir)
+	if clamd != nil && cfg.Malware.DBDir != "" {
+		watch := malware.NewDBWatch(clamd, cfg.Malware.DBDir)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

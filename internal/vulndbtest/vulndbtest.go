@@ -49,6 +49,40 @@ type Vuln struct {
 	Description string
 }
 
+// OSEOL is the end-of-life data of one OS release, as grype's database
+// records it since schema v6.1.4 (operating_systems.eol_date and
+// eoas_date, which grype's builder fills from endoflife.date).
+type OSEOL struct {
+	// Distro is "<name>:<version>" as in Vuln.Distro, e.g. "alpine:3.17".
+	// Like grype's builder, the data only lands on OS rows the
+	// vulnerability data created: some Vuln must name the same release.
+	Distro string
+	// EOL is the end of life; EOAS the end of active support. Either may
+	// be zero (stored as NULL).
+	EOL, EOAS time.Time
+}
+
+// DB describes a database to build.
+type DB struct {
+	// Built is the build timestamp; the zero time means now.
+	Built time.Time
+	Vulns []Vuln
+	// EOL sets end-of-life dates on OS releases of Vulns.
+	EOL []OSEOL
+}
+
+// BuildDB is Build for a database described by db.
+func BuildDB(t testing.TB, root string, db DB) {
+	t.Helper()
+	install(t, root, db)
+}
+
+// ArchiveDB is Archive for a database described by db.
+func ArchiveDB(t testing.TB, db DB) string {
+	t.Helper()
+	return archive(t, "tar.gz", db)
+}
+
 // Build writes an installed v6 database holding vulns under root, so that
 // <root>/6/vulnerability.db and <root>/6/import.json exist exactly as after
 // `grype db import`. Its build time is now.
@@ -61,11 +95,16 @@ func Build(t testing.TB, root string, vulns ...Vuln) {
 // time means now). Use it to exercise age checks.
 func BuildAt(t testing.TB, root string, built time.Time, vulns ...Vuln) {
 	t.Helper()
+	install(t, root, DB{Built: built, Vulns: vulns})
+}
+
+func install(t testing.TB, root string, db DB) {
+	t.Helper()
 	dir := filepath.Join(root, strconv.Itoa(v6.ModelVersion))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("vulndbtest: create db dir: %v", err)
 	}
-	if err := write(dir, built, vulns); err != nil {
+	if err := write(dir, db); err != nil {
 		t.Fatalf("vulndbtest: %v", err)
 	}
 	// An archive as distributed has no indexes; hydration recreates them
@@ -84,38 +123,38 @@ func BuildAt(t testing.TB, root string, built time.Time, vulns ...Vuln) {
 // Import accept it. The file lives in a per-test temp dir.
 func Archive(t testing.TB, vulns ...Vuln) string {
 	t.Helper()
-	return archive(t, time.Time{}, "tar.gz", vulns)
+	return archive(t, "tar.gz", DB{Vulns: vulns})
 }
 
 // ArchiveAt is Archive with the database's build timestamp set to built (the
 // zero time means now).
 func ArchiveAt(t testing.TB, built time.Time, vulns ...Vuln) string {
 	t.Helper()
-	return archive(t, built, "tar.gz", vulns)
+	return archive(t, "tar.gz", DB{Built: built, Vulns: vulns})
 }
 
 // ArchiveZst is Archive in grype's default distribution format, a
 // zstd-compressed tar (.tar.zst).
 func ArchiveZst(t testing.TB, vulns ...Vuln) string {
 	t.Helper()
-	return archive(t, time.Time{}, "tar.zst", vulns)
+	return archive(t, "tar.zst", DB{Vulns: vulns})
 }
 
-func archive(t testing.TB, built time.Time, ext string, vulns []Vuln) string {
+func archive(t testing.TB, ext string, db DB) string {
 	t.Helper()
 	tmp := t.TempDir()
 	dir := filepath.Join(tmp, "build")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatalf("vulndbtest: create build dir: %v", err)
 	}
-	if err := write(dir, built, vulns); err != nil {
+	if err := write(dir, db); err != nil {
 		t.Fatalf("vulndbtest: %v", err)
 	}
 	if _, err := v6.WriteImportMetadata(afero.NewOsFs(), dir, "vulndbtest"); err != nil {
 		t.Fatalf("vulndbtest: write import metadata: %v", err)
 	}
 
-	stamp := built
+	stamp := db.Built
 	if stamp.IsZero() {
 		stamp = time.Now()
 	}
@@ -127,9 +166,10 @@ func archive(t testing.TB, built time.Time, ext string, vulns []Vuln) string {
 	return out
 }
 
-// write creates a fresh v6 database in dir holding vulns. The writer's Close
-// drops indexes and vacuums, leaving the file as it is distributed.
-func write(dir string, built time.Time, vulns []Vuln) (err error) {
+// write creates a fresh v6 database in dir as db describes. The writer's
+// Close drops indexes and vacuums, leaving the file as it is distributed.
+func write(dir string, db DB) (err error) {
+	built, vulns := db.Built, db.Vulns
 	w, err := v6.NewWriter(v6.Config{DBDirPath: dir, CacheSizeKiB: 8 * 1024})
 	if err != nil {
 		return fmt.Errorf("open db writer in %s: %w", dir, err)
@@ -190,6 +230,12 @@ func write(dir string, built time.Time, vulns []Vuln) (err error) {
 		}
 	}
 
+	for i, e := range db.EOL {
+		if err := setEOL(w, e); err != nil {
+			return fmt.Errorf("eol %d (%s): %w", i, e.Distro, err)
+		}
+	}
+
 	closed = true
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("close db writer: %w", err)
@@ -200,6 +246,35 @@ func write(dir string, built time.Time, vulns []Vuln) (err error) {
 		}
 	}
 	return nil
+}
+
+// setEOL records e's dates on its OS release the way grype's builder
+// does (writeOperatingSystemEOL: UpdateOperatingSystemEOL by name, major
+// and minor version), failing where grype's would silently skip: a
+// release no vulnerability created.
+func setEOL(w v6.ReadWriter, e OSEOL) error {
+	name, version, ok := strings.Cut(e.Distro, ":")
+	if !ok || name == "" || version == "" {
+		return fmt.Errorf("distro %q is not <name>:<version>", e.Distro)
+	}
+	row := operatingSystem(strings.ToLower(name), version)
+	spec := v6.OSSpecifier{Name: row.Name, MajorVersion: row.MajorVersion, MinorVersion: row.MinorVersion}
+	n, err := w.UpdateOperatingSystemEOL(spec, timePtr(e.EOL), timePtr(e.EOAS))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("no OS release %s in the database: add a Vuln for it", e.Distro)
+	}
+	return nil
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // setBuilt rewrites the build timestamp that the writer stamped as "now".

@@ -147,3 +147,94 @@ func TestCodename(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildEOL: end-of-life dates land on the OS rows where grype's own
+// EOL lookup (exact release, no fallback) finds them, in an installed DB
+// and through an archive; a release without vulnerability data is an
+// error, not a silently missing date.
+func TestBuildEOL(t *testing.T) {
+	eol := time.Date(2024, 11, 22, 0, 0, 0, 0, time.UTC)
+	eoas := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
+	db := vulndbtest.DB{
+		Vulns: append(slices.Clone(vulns), vulndbtest.Vuln{ID: "CVE-2099-0003", Severity: "Low", Distro: "alpine:3.17", Package: "libbaz", Ecosystem: "apk"}),
+		EOL: []vulndbtest.OSEOL{
+			{Distro: "alpine:3.17", EOL: eol, EOAS: eoas},
+			{Distro: "debian:12", EOL: time.Date(2026, 6, 10, 0, 0, 0, 0, time.UTC)},
+		},
+	}
+	check := func(t *testing.T, p vulnerability.Provider) {
+		checkContent(t, p)
+		c, ok := p.(vulnerability.EOLChecker)
+		if !ok {
+			t.Fatal("the provider has no EOL lookup")
+		}
+		for _, tc := range []struct {
+			d         *distro.Distro
+			eol, eoas string
+		}{
+			{distro.NewFromNameVersion("alpine", "3.17.2"), "2024-11-22", "2024-05-01"},
+			{distro.New(distro.Debian, "12", "bookworm"), "2026-06-10", ""},
+			{distro.NewFromNameVersion("alpine", "3.20.3"), "", ""}, // in the DB, without dates
+			{distro.NewFromNameVersion("alpine", "3.1"), "", ""},    // no fallback to another 3.x
+		} {
+			e, a, err := c.GetOperatingSystemEOL(tc.d)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.d, err)
+			}
+			if day(e) != tc.eol || day(a) != tc.eoas {
+				t.Errorf("%s: eol %q eoas %q, want %q %q", tc.d, day(e), day(a), tc.eol, tc.eoas)
+			}
+		}
+	}
+	t.Run("installed", func(t *testing.T) {
+		root := t.TempDir()
+		vulndbtest.BuildDB(t, root, db)
+		p, _ := load(t, root)
+		check(t, p)
+	})
+	t.Run("archive", func(t *testing.T) {
+		root := filepath.Join(t.TempDir(), "db")
+		client, err := v6dist.NewClient(v6dist.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := installation.NewCurator(installation.Config{DBRootDir: root}, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Import(vulndbtest.ArchiveDB(t, db)); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := load(t, root)
+		check(t, p)
+	})
+	t.Run("unknown release", func(t *testing.T) {
+		ft := &fatalRecorder{TB: t}
+		func() {
+			defer func() { recover() }()
+			vulndbtest.BuildDB(ft, t.TempDir(), vulndbtest.DB{Vulns: vulns, EOL: []vulndbtest.OSEOL{{Distro: "alpine:3.9", EOL: eol}}})
+		}()
+		if !ft.failed {
+			t.Error("EOL data for a release without vulnerability data was accepted")
+		}
+	})
+}
+
+func day(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.DateOnly)
+}
+
+// fatalRecorder records Fatalf instead of failing the test.
+type fatalRecorder struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fatalRecorder) Helper() {}
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.failed = true
+	panic("fatal")
+}

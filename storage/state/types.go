@@ -145,6 +145,9 @@ type Image struct {
 	// again: a transient failure is retried by pulls at most once per
 	// backoff window. Zero means a pull may queue it now.
 	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Lifecycle is what the last lifecycle step read of the image's end
+	// of life (base OS and publisher), for the policy decision.
+	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
 }
 
 // Descriptor points at a manifest Airlock stores.
@@ -166,6 +169,28 @@ type Verification struct {
 	// Layout is where the signature was found: "sig-tag" or "referrers".
 	Layout string `json:"layout,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// Require is which formats counted: either, cosign, notation or both.
+	Require string `json:"require,omitempty"`
+	// Format is the format of the signature that verified: "cosign",
+	// "notation", or "cosign+notation" when both did.
+	Format string `json:"format,omitempty"`
+	// Checks is each format's own result.
+	Checks []SignatureCheck `json:"checks,omitempty"`
+}
+
+// SignatureCheck is the verification of one signature format.
+type SignatureCheck struct {
+	// Format is "cosign" or "notation".
+	Format     string `json:"format"`
+	Signatures int    `json:"signatures"`
+	Verified   bool   `json:"verified"`
+	// Signer is who signed the verified signature.
+	Signer string `json:"signer,omitempty"`
+	// Layout is where a cosign signature was found; Envelope is a Notation
+	// signature's envelope media type.
+	Layout   string `json:"layout,omitempty"`
+	Envelope string `json:"envelope,omitempty"`
+	Detail   string `json:"detail,omitempty"`
 }
 
 // Signed lists what Airlock signed for an image.
@@ -242,9 +267,12 @@ type PolicySummary struct {
 	// Suppressed lists matches a VEX statement removed from the decision.
 	Suppressed []string `json:"suppressed,omitempty"`
 	// BaseOS is the base OS of each platform and its end of life (when
-	// the lifecycle table knows it).
+	// known: policy.eol_table, the grype DB or the shipped table).
 	BaseOS []BaseOS `json:"base_os,omitempty"`
-	Notes  []string `json:"notes,omitempty"`
+	// ImageEOL is the end of life the image's publisher declared
+	// (Microsoft's lifecycle metadata), when it declared one or tried to.
+	ImageEOL *ImageEOL `json:"image_eol,omitempty"`
+	Notes    []string  `json:"notes,omitempty"`
 }
 
 // BaseOS is an image's base OS release and its end of life.
@@ -253,6 +281,38 @@ type BaseOS struct {
 	Version string    `json:"version"`
 	Release string    `json:"release,omitempty"`
 	EOL     time.Time `json:"eol,omitzero"`
+	// EOLSource says where EOL came from: "policy.eol_table", "grype-db"
+	// (the vulnerability DB the image was scanned with) or
+	// "airlock-table" (the table shipped with Airlock).
+	EOLSource string `json:"eol_source,omitempty"`
+}
+
+// ImageEOL is the end of life an image's publisher declared for it: the
+// vnd.microsoft.artifact.lifecycle.end-of-life.date annotation of a
+// lifecycle referrer, or of the image manifest or index itself.
+type ImageEOL struct {
+	// EOL is the declared end of life; zero when none could be read.
+	EOL time.Time `json:"eol,omitzero"`
+	// Source says where: "referrer sha256:…", "manifest annotation",
+	// "index annotation", "platform manifest sha256:… annotation".
+	Source string `json:"source,omitempty"`
+	// Error says what could not be read (an unparseable date, a referrer
+	// about another image, an unreachable upstream); the declaration is
+	// then not used, or the last one read is kept.
+	Error string `json:"error,omitempty"`
+}
+
+// Lifecycle is what the lifecycle step read of an image's end of life,
+// for the policy decision that follows it in the same run.
+type Lifecycle struct {
+	// Report is the scan report it was read for.
+	Report  digest.Digest `json:"report,omitempty"`
+	Checked time.Time     `json:"checked"`
+	// BaseOS is each platform's base OS with its end of life from the
+	// best source (see BaseOS.EOLSource).
+	BaseOS []BaseOS `json:"base_os,omitempty"`
+	// ImageEOL is the publisher's declaration, if any.
+	ImageEOL *ImageEOL `json:"image_eol,omitempty"`
 }
 
 // VulnHit is one image affected by a vulnerability (the "where is CVE-X?" index).
