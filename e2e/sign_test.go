@@ -95,6 +95,12 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // dir) and returns its combined output and error.
 func cosign(t testing.TB, args ...string) (string, error) {
 	t.Helper()
+	return cosignEnv(t, nil, args...)
+}
+
+// cosignEnv is cosign with more environment (e.g. COSIGN_PASSWORD).
+func cosignEnv(t testing.TB, env []string, args ...string) (string, error) {
+	t.Helper()
 	home := t.TempDir()
 	// Build (or find) the CLI before the clock starts: a cold build takes minutes.
 	bin := cosignCLI(t)
@@ -102,6 +108,7 @@ func cosign(t testing.TB, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(childEnv(), "TUF_ROOT="+filepath.Join(home, "tuf"), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, "docker"), "COSIGN_EXPERIMENTAL=0")
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

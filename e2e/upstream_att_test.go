@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,15 +40,7 @@ func newPublisherCLI(t *testing.T, name string) *publisherCLI {
 // run runs cosign with the publisher's password and an offline home.
 func (p *publisherCLI) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin := cosignCLI(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	home := t.TempDir()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(childEnv(), "TUF_ROOT="+filepath.Join(home, "tuf"), "HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, "docker"),
-		"COSIGN_EXPERIMENTAL=0", "COSIGN_PASSWORD=pw")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cosignEnv(t, []string{"COSIGN_PASSWORD=pw"}, args...)
 }
 
 func (p *publisherCLI) ok(t *testing.T, args ...string) string {

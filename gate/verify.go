@@ -165,29 +165,16 @@ func (v *VerifyStep) cosign(ctx context.Context, rule config.SignatureRule, reg 
 	}
 	res, err := sign.Verify(ctx, reg.Repository(img.Repository), img.Digest, trust, reg.RemoteOptions()...)
 	c.rec.Signatures, c.rec.Verified, c.rec.Signer, c.rec.Layout = res.Signatures, res.Verified, res.Signer, res.Layout
-	switch {
-	case err == nil && res.Verified:
-		c.rec.Detail = "signed by " + res.Signer
-	case errors.Is(err, sign.ErrNoSignature):
-		c.absent, c.rec.Detail = true, "no signature"
-	case errors.Is(err, sign.ErrBadSignature):
-		c.bad, c.rec.Detail = true, err.Error()
-	case err != nil:
-		c.err = fmt.Errorf("verify cosign signatures of %s: %w", img.Ref, err)
-	default:
-		c.bad, c.rec.Detail = true, "signature does not verify"
-	}
+	c.judge(img, res.Verified, err)
 	return c
 }
 
-// notation verifies the image's Notary Project signatures.
-func (v *VerifyStep) notation(ctx context.Context, rule config.SignatureRule, reg *upstream.Registry, img state.Image) formatCheck {
-	c := formatCheck{rec: state.SignatureCheck{Format: config.RequireNotation}}
-	res, err := verifyNotation(ctx, rule, reg, img)
-	c.rec.Signatures, c.rec.Verified, c.rec.Signer, c.rec.Envelope = res.Signatures, res.Verified, res.Signer, res.Envelope
+// judge sorts a format's verification error: verified, absent, bad, or an
+// error to retry (Permanent for a configuration error).
+func (c *formatCheck) judge(img state.Image, verified bool, err error) {
 	switch {
-	case err == nil && res.Verified:
-		c.rec.Detail = "signed by " + res.Signer
+	case err == nil && verified:
+		c.rec.Detail = "signed by " + c.rec.Signer
 	case errors.Is(err, sign.ErrNoSignature):
 		c.absent, c.rec.Detail = true, "no signature"
 	case errors.Is(err, sign.ErrBadSignature):
@@ -195,10 +182,18 @@ func (v *VerifyStep) notation(ctx context.Context, rule config.SignatureRule, re
 	case errors.Is(err, sign.ErrNotationPolicy):
 		c.err = Permanent(fmt.Errorf("signature rule for %s/%s: %w", img.Upstream, img.Repository, err))
 	case err != nil:
-		c.err = fmt.Errorf("verify notation signatures of %s: %w", img.Ref, err)
+		c.err = fmt.Errorf("verify %s signatures of %s: %w", c.rec.Format, img.Ref, err)
 	default:
 		c.bad, c.rec.Detail = true, "signature does not verify"
 	}
+}
+
+// notation verifies the image's Notary Project signatures.
+func (v *VerifyStep) notation(ctx context.Context, rule config.SignatureRule, reg *upstream.Registry, img state.Image) formatCheck {
+	c := formatCheck{rec: state.SignatureCheck{Format: config.RequireNotation}}
+	res, err := verifyNotation(ctx, rule, reg, img)
+	c.rec.Signatures, c.rec.Verified, c.rec.Signer, c.rec.Envelope = res.Signatures, res.Verified, res.Signer, res.Envelope
+	c.judge(img, res.Verified, err)
 	return c
 }
 

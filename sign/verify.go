@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -467,24 +466,5 @@ func FetchSignatures(ctx context.Context, repo name.Repository, d digest.Digest,
 
 // fetchBlob reads one small blob; go-containerregistry verifies its digest.
 func fetchBlob(ref name.Digest, size int64, ropts []remote.Option) ([]byte, error) {
-	if size < 0 || size > maxSignatureBlob {
-		return nil, fmt.Errorf("size %d exceeds the limit of %d bytes", size, maxSignatureBlob)
-	}
-	l, err := remote.Layer(ref, ropts...)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxSignatureBlob+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) != size {
-		return nil, fmt.Errorf("got %d bytes, descriptor says %d", len(b), size)
-	}
-	return b, nil
+	return fetchBlobMax(ref, size, maxSignatureBlob, ropts)
 }

@@ -28,20 +28,34 @@ type CA struct {
 // NewCA makes a self-signed root CA named cn.
 func NewCA(t testing.TB, cn string) *CA {
 	t.Helper()
+	cert, key := issue(t, cn, 24*time.Hour, func(c *x509.Certificate) {
+		c.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+		c.BasicConstraintsValid, c.IsCA = true, true
+	}, nil)
+	return &CA{Cert: cert, key: key}
+}
+
+// issue makes a P-256 key and a certificate for cn valid for life, shaped
+// by edit, signed by ca (self-signed when ca is nil).
+func issue(t testing.TB, cn string, life time.Duration, edit func(*x509.Certificate), ca *CA) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Airlock tests"}, Country: []string{"US"}, Province: []string{"WA"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
+		SerialNumber: serial(t),
+		// notation requires C, ST and O in identities it pins.
+		Subject:   pkix.Name{CommonName: cn, Organization: []string{"Airlock tests"}, Country: []string{"US"}, Province: []string{"WA"}},
+		NotBefore: time.Now().Add(-time.Hour),
+		NotAfter:  time.Now().Add(life),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	edit(tmpl)
+	parent, parentKey := tmpl, key
+	if ca != nil {
+		parent, parentKey = ca.Cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +63,7 @@ func NewCA(t testing.TB, cn string) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{Cert: cert, key: key}
+	return cert, key
 }
 
 func serial(t testing.TB) *big.Int {
@@ -72,33 +86,17 @@ type Signer struct {
 // under dir.
 func (ca *CA) Issue(t testing.TB, dir, cn string) Signer {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"Airlock tests"}, Country: []string{"US"}, Province: []string{"WA"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(12 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, key := issue(t, cn, 12*time.Hour, func(c *x509.Certificate) {
+		c.KeyUsage = x509.KeyUsageDigitalSignature
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}
+	}, ca)
 	pk, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := Signer{KeyFile: filepath.Join(dir, cn+".key"), ChainFile: filepath.Join(dir, cn+".crt"), Cert: cert}
 	write(t, s.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}))
-	write(t, s.ChainFile, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	write(t, s.ChainFile, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...))
 	return s
 }
