@@ -60,7 +60,10 @@ type Option func(*Store)
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
 // buckets are the buckets every store has.
-var buckets = [][]byte{bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit, bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta, bucketLeases}
+var buckets = [][]byte{
+	bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit,
+	bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta, bucketLeases,
+}
 
 // Open opens (creating if needed) the bbolt file at path. It fails fast,
 // with a clear error, when another process holds the file. The file is

@@ -148,6 +148,13 @@ type Image struct {
 	// Lifecycle is what the last lifecycle step read of the image's end
 	// of life (base OS and publisher), for the policy decision.
 	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
+	// LastPulled is when a client last pulled the image's manifest through
+	// Airlock, and PullCount how many times (pull records, flushed in
+	// batches: they may lag by a few seconds).
+	LastPulled time.Time `json:"last_pulled,omitzero"`
+	PullCount  int64     `json:"pull_count,omitempty"`
+	// Pinned exempts the image from retention (airlock pin).
+	Pinned bool `json:"pinned,omitempty"`
 }
 
 // Descriptor points at a manifest Airlock stores.
