@@ -71,13 +71,13 @@ test-e2e:
 # The e2e tests that run again with every airlock on PostgreSQL + S3: the
 # gate, its hostile-upstream tests, the admin API, crash and kill recovery,
 # and the real clients. (The multi-replica tests run in test-e2e.)
-HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*|TestNotation|TestHelm.*)$$
+HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*|TestNotation|TestHelm.*|TestPullRecords.*|TestEvents.*|TestWatch.*|TestRetention.*)$$
 
 ## test-ha: the state store's tests on PostgreSQL (the same tests as on
 ##          bbolt), and the gate's e2e suite with every airlock on a
 ##          PostgreSQL state and an S3 (MinIO) content store
 test-ha:
-	AIRLOCK_TEST_STATE=postgres $(GO) test -race -count=1 ./storage/state/
+	AIRLOCK_TEST_STATE=postgres $(GO) test -race -count=1 ./storage/state/ ./events/ ./retention/
 	AIRLOCK_E2E_BACKEND=ha $(GO) test -count=1 -run '$(HA_SUITE)' ./e2e/
 
 ## fuzz: fuzz the router's name/reference/ns parser for $(FUZZTIME) inputs

@@ -21,7 +21,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/airlockproxy/airlock/events"
 	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/retention"
 	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
@@ -105,6 +107,13 @@ type Server struct {
 	// reloadMalware has the malware scanner load its signatures again and
 	// returns its engine and database version; nil without malware.clamd.
 	reloadMalware func(context.Context) (string, error)
+	// events describes the webhook endpoints (GET /api/v1/events); nil without WithEvents.
+	events *events.Deliverer
+	// gc runs retention and the content garbage collector (POST
+	// /api/v1/gc); nil without WithGC.
+	gc *retention.Collector
+	// watches lists, adds and removes watched repositories (watch.go); nil without WithWatches.
+	watches Watches
 }
 
 // Option configures the admin API.
@@ -158,6 +167,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/images", s.listImages).Methods(http.MethodGet)
 	api.HandleFunc("/images/{image:.+}/vulnerabilities", s.vulnerabilities).Methods(http.MethodGet)
 	api.HandleFunc("/images/{image:.+}/sbom", s.sbom).Methods(http.MethodGet)
+	api.HandleFunc("/images/{image:.+}/pulls", s.pulls).Methods(http.MethodGet)
 	api.HandleFunc("/images/{image:.+}", s.showImage).Methods(http.MethodGet)
 	api.HandleFunc("/vulnerabilities/{id}", s.whereIs).Methods(http.MethodGet)
 	api.HandleFunc("/db", s.dbStatus).Methods(http.MethodGet)
@@ -168,7 +178,12 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/rescan", s.action(byRef(s.engine.Rescan))).Methods(http.MethodPost)
 	api.HandleFunc("/audit", s.audit).Methods(http.MethodGet)
 	api.HandleFunc("/jobs", s.jobs).Methods(http.MethodGet)
+	api.HandleFunc("/events", s.eventsStatus).Methods(http.MethodGet)
+	api.HandleFunc("/watches", s.listWatches).Methods(http.MethodGet)
+	api.HandleFunc("/watches", s.addWatch).Methods(http.MethodPost)
+	api.HandleFunc("/watches/{image:.+}", s.removeWatch).Methods(http.MethodDelete)
 	api.HandleFunc("/keys/public", s.publicKey).Methods(http.MethodGet)
+	s.retentionRoutes(api) // retention.go: /gc, /pin, /unpin
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusNotFound, errors.New("no such endpoint"))
 	})

@@ -87,6 +87,16 @@ type Config struct {
 	Signing Signing `yaml:"signing"`
 	// Audit bounds the audit log.
 	Audit Audit `yaml:"audit"`
+	// Retention purges the content of stale images and runs the content
+	// garbage collector (see retention.go).
+	Retention Retention `yaml:"retention"`
+	// Events configures webhooks on state changes (see events.go).
+	Events Events `yaml:"events"`
+	// Watch lists upstream repositories whose matching tags are checked
+	// and queued through the pipeline before anyone pulls them.
+	Watch []Watch `yaml:"watch"`
+	// Pulls configures pull records (last_pulled, pull counts, recent pullers).
+	Pulls Pulls `yaml:"pulls"`
 }
 
 // Audit bounds the audit log, which anonymous pulls would otherwise grow
@@ -363,6 +373,8 @@ type Upstream struct {
 	// Allow lists repository glob patterns ("library/*", "myorg/**");
 	// anything else is refused. Empty allows every repository.
 	Allow []string `yaml:"allow"`
+	// RateLimit bounds the requests sent to this upstream (all of them).
+	RateLimit RateLimit `yaml:"rate_limit"`
 }
 
 // Gate configures the quarantine pipeline and the serving rules.
@@ -462,6 +474,9 @@ func Default() *Config {
 		Signatures: Signatures{Mode: VerifyNone},
 		Signing:    Signing{Validity: 30 * 24 * time.Hour},
 		Audit:      Audit{MaxAge: 90 * 24 * time.Hour, MaxEntries: 1_000_000, PruneInterval: time.Hour},
+		Retention:  Retention{GCGrace: DefaultGCGrace},
+		Events:     Events{Source: "/airlock", MaxPending: 100_000, MinBackoff: time.Second, MaxBackoff: 5 * time.Minute},
+		Pulls:      defaultPulls(),
 	}
 }
 
@@ -633,6 +648,19 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Audit.validate(); err != nil {
+		return err
+	}
+	if err := c.Retention.validate(); err != nil {
+		return err
+	}
+	c.Events.applyDefaults()
+	if err := c.Events.validate(); err != nil {
+		return err
+	}
+	if err := c.validateWatches(); err != nil {
+		return err
+	}
+	if err := c.Pulls.validate(); err != nil {
 		return err
 	}
 	return c.Policy.validate()

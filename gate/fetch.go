@@ -85,6 +85,7 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	}
 
 	blobs := map[digest.Digest]blobDesc{}
+	raws := map[digest.Digest][]byte{ref.Digest: raw} // for confirmStored
 	var (
 		children []digest.Digest
 		links    []state.Link
@@ -118,6 +119,7 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 				return Verdict{}, Permanent(fmt.Errorf("manifest %s@%s: %w", ref.Repo(), d, err))
 			}
 			children = append(children, d)
+			raws[d] = craw
 			total += int64(len(craw))
 			links = append(links, state.Link{Digest: d, Role: state.RoleChild, Parent: ref.Digest, Image: ref.Digest, MediaType: cmt, Size: int64(len(craw))})
 			links = addBlobs(blobs, links, d, ref.Digest, m)
@@ -143,6 +145,9 @@ func (f *FetchStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	}
 	if err := f.store.AddLinks(ref, links); err != nil {
 		return Verdict{}, fmt.Errorf("record content of %s: %w", ref, err)
+	}
+	if err := f.confirm(ctx, raws, blobs); err != nil {
+		return Verdict{}, fmt.Errorf("content of %s: %w", ref, err)
 	}
 	blobList := make([]digest.Digest, 0, len(blobs))
 	for d := range blobs {
@@ -286,24 +291,9 @@ func (f *FetchStep) once(ctx context.Context, d digest.Digest, have func() bool,
 
 // holding runs fn while renewing lease name, and releases it after.
 func (f *FetchStep) holding(ctx context.Context, name string, fn func() error) error {
-	done := make(chan struct{})
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		t := time.NewTicker(f.store.LeaseDuration() / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_, _, _ = f.store.TryLease(name)
-			}
-		}
-	}()
+	stop := f.store.KeepLease(name)
 	err := fn()
-	close(done)
-	<-renewed
+	stop()
 	// A lease left behind (the database is away) delays nobody: waiters
 	// check for the content first, and it expires.
 	_ = f.store.ReleaseLease(name)

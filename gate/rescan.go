@@ -86,6 +86,7 @@ func (e *Engine) RunDBUpdates(ctx context.Context, interval time.Duration, what 
 		case err != nil:
 			e.log.Error(what+" update", "err", err)
 		case updated:
+			e.DBUpdated(what, ActorScheduler, "new "+what, nil)
 			if _, _, err := e.RescanAll(ActorScheduler, "new "+what, 0); err != nil {
 				e.log.Error("rescan after an update of the "+what, "err", err)
 			}

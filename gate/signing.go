@@ -152,6 +152,9 @@ func (g *SignStep) Run(ctx context.Context, s *Subject) (Verdict, error) {
 	if err := g.store.AddLinks(img.Ref, links); err != nil {
 		return Verdict{}, fmt.Errorf("record signatures of %s: %w", img.Ref, err)
 	}
+	if err := confirmStored(ctx, g.store, g.content, artifactBytes(all), nil); err != nil {
+		return Verdict{}, fmt.Errorf("signatures of %s: %w", img.Ref, err)
+	}
 	signed := &state.Signed{SignedAt: g.now().UTC(), Key: g.keyID, Sig: descriptor(sig), Att: descriptor(att)}
 	for _, a := range referrers {
 		signed.Referrers = append(signed.Referrers, descriptor(a))

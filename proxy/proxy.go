@@ -27,6 +27,7 @@ import (
 
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/proxy/route"
+	"github.com/airlockproxy/airlock/pullrec"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
 	"github.com/airlockproxy/airlock/upstream"
@@ -65,6 +66,8 @@ type Server struct {
 	log       *slog.Logger
 	// redirect is how long presigned blob URLs last; 0: blobs are streamed.
 	redirect time.Duration
+	// pullRec gathers pull records (nil: off); see recordPull.
+	pullRec *pullrec.Recorder
 
 	tagMu    sync.Mutex
 	tagCache map[string]cachedTag

@@ -275,13 +275,16 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, ref state
 	h.Set("ETag", `"`+string(ref.Digest)+`"`)
 	pulls.WithLabelValues("manifest", "served").Inc()
 	if r.Method == http.MethodHead {
+		s.recordPull(r, ref, dec)
 		return
 	}
 	defer s.watch(w, changed, ref.String(), func() bool {
 		d, err := s.store.ManifestDecision(ref.Upstream, ref.Repository, ref.Digest)
 		return err == nil && d.Serve
 	})()
-	_, _ = w.Write(raw)
+	if _, err := w.Write(raw); err == nil {
+		s.recordPull(r, ref, dec)
+	}
 }
 
 // blockedMessage says why content that Airlock knows is not served: which

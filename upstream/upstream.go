@@ -47,6 +47,8 @@ type Registry struct {
 	puller  *remote.Puller
 	opts    []remote.Option
 	flights singleflight.Group
+	// polite applies rate_limit and 429 cool-downs to every request (ratelimit.go).
+	polite *politeTransport
 }
 
 // Option configures a Registry.
@@ -84,6 +86,7 @@ func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
 	if o.transport == nil {
 		o.transport = defaultTransport(cfg.Insecure)
 	}
+	polite := newPoliteTransport(cfg.Name, cfg.RateLimit, o.transport)
 	auth := authn.Anonymous
 	if cfg.Username != "" {
 		pw, err := cfg.Password()
@@ -96,7 +99,8 @@ func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
 	// token handshake happens once per repository, not once per blob.
 	ropts := []remote.Option{
 		remote.WithAuth(auth),
-		remote.WithTransport(o.transport),
+		remote.WithTransport(polite),
+		remote.WithRetryStatusCodes(retryStatusCodes...),
 		remote.WithUserAgent(o.userAgent),
 		remote.WithRetryPredicate(retryable),
 	}
@@ -104,7 +108,7 @@ func New(cfg config.Upstream, opts ...Option) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
 	}
-	return &Registry{cfg: cfg, reg: reg, puller: p, opts: append(ropts, remote.Reuse(p))}, nil
+	return &Registry{cfg: cfg, reg: reg, puller: p, opts: append(ropts, remote.Reuse(p)), polite: polite}, nil
 }
 
 func defaultTransport(insecure bool) http.RoundTripper {

@@ -29,12 +29,42 @@ type adminClient struct {
 	http  *http.Client
 }
 
+// adminFlags are the flags every admin command takes: where the admin API
+// is and the token file.
+type adminFlags struct {
+	url, tokenFile *string
+}
+
+func addAdminFlags(fs *flag.FlagSet) adminFlags {
+	return adminFlags{
+		url:       fs.String("admin-url", envOr("AIRLOCK_ADMIN_URL", "http://127.0.0.1:5001"), "admin API base URL"),
+		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $AIRLOCK_ADMIN_TOKEN)"),
+	}
+}
+
+// client returns an admin API client with the token from --token-file or
+// $AIRLOCK_ADMIN_TOKEN.
+func (f adminFlags) client(timeout time.Duration) (*adminClient, error) {
+	token := os.Getenv("AIRLOCK_ADMIN_TOKEN")
+	if *f.tokenFile != "" {
+		b, err := os.ReadFile(*f.tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return nil, errors.New("no admin token: set AIRLOCK_ADMIN_TOKEN or pass --token-file")
+	}
+	return &adminClient{base: strings.TrimRight(*f.url, "/"), token: token, http: &http.Client{Timeout: timeout}}, nil
+}
+
 func adminCommand(args []string, stdout, stderr io.Writer) error {
 	cmd := args[0]
 	switch cmd {
 	case "images":
-		if len(args) < 2 || !slices.Contains([]string{"list", "show", "vulns", "sbom"}, args[1]) {
-			return errors.New("usage: airlock images list|show|vulns|sbom ...")
+		if len(args) < 2 || !slices.Contains([]string{"list", "show", "vulns", "sbom", "pulls"}, args[1]) {
+			return errors.New("usage: airlock images list|show|vulns|sbom|pulls ...")
 		}
 		cmd = "images " + args[1]
 		args = args[1:]
@@ -53,8 +83,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	adminURL := fs.String("admin-url", envOr("AIRLOCK_ADMIN_URL", "http://127.0.0.1:5001"), "admin API base URL")
-	tokenFile := fs.String("token-file", "", "file holding the admin token (default: $AIRLOCK_ADMIN_TOKEN)")
+	conn := addAdminFlags(fs)
 	reason := fs.String("reason", "", "why (recorded in the audit log)")
 	stateFilter := fs.String("state", "", "only images in this state")
 	imageFilter := fs.String("image", "", "only entries of this image")
@@ -71,18 +100,10 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	}); err != nil {
 		return err
 	}
-	token := os.Getenv("AIRLOCK_ADMIN_TOKEN")
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return fmt.Errorf("token file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
+	c, err := conn.client(30 * time.Second)
+	if err != nil {
+		return err
 	}
-	if token == "" {
-		return errors.New("no admin token: set AIRLOCK_ADMIN_TOKEN or pass --token-file")
-	}
-	c := &adminClient{base: strings.TrimRight(*adminURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
 
 	needImage := func() (string, error) {
 		if len(positional) != 1 {
@@ -168,6 +189,12 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return printJSON(stdout, out)
 		}
 		return printVulns(stdout, out)
+	case "images pulls":
+		img, err := needImage()
+		if err != nil {
+			return err
+		}
+		return imagesPulls(c, img, *asJSON, stdout)
 	case "images sbom":
 		img, err := needImage()
 		if err != nil {

@@ -29,9 +29,18 @@ Usage:
   airlock rescan IMAGE [--reason TEXT]      re-run the checks on an image
   airlock audit [--image IMAGE] [--limit N] print the audit log, newest first
   airlock jobs                              list the pipeline queue
+  airlock events [--json] [--recent N]      show the webhook event outbox: pending events per
+                                            endpoint, failures and next attempts, newest events
+  airlock gc [--dry-run] [--json]           purge what retention says and delete unreferenced
+                                            content; --dry-run lists it and the bytes it frees
+  airlock pin|unpin IMAGE [--reason TEXT]   exempt an image from retention (or not)
+  airlock watch add|list|remove             watched repositories: matching tags are checked
+                                            upstream and queued before anyone pulls them;
+                                            see airlock watch --help
   airlock images vulns IMAGE                show an image's vulnerabilities and policy decision
   airlock images sbom IMAGE [--format spdx|syft] [--platform P]
                                             print an image's SBOM
+  airlock images pulls IMAGE [--json]       show who pulled an image recently, newest first
   airlock cve ID                            list the images affected by a vulnerability
   airlock db import FILE                    install a grype v6 DB archive and rescan approved images
   airlock db status                         show the installed vulnerability DB
@@ -87,6 +96,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "keys":
 		return keysCommand(args[1:], stdout, stderr)
+	case "gc", "pin", "unpin":
+		return gcCommand(args, stdout, stderr) // gc.go
+	case "events":
+		return eventsCommand(args[1:], stdout, stderr) // events.go
+	case "watch":
+		return watchCommand(args[1:], stdout, stderr) // watch.go
 	case "state":
 		return stateCommand(args[1:], stdout, stderr)
 	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve", "malware":

@@ -29,13 +29,17 @@ import (
 
 	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/events"
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/malware"
 	"github.com/airlockproxy/airlock/proxy"
+	"github.com/airlockproxy/airlock/pullrec"
+	"github.com/airlockproxy/airlock/retention"
 	"github.com/airlockproxy/airlock/scan"
 	"github.com/airlockproxy/airlock/sign"
 	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/upstream"
+	"github.com/airlockproxy/airlock/watch"
 )
 
 const serveUsage = `Usage: airlock serve [--config FILE]
@@ -100,6 +104,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	// Webhook events (events/): the outbox records every state change from
+	// here on, before the pipeline or the admin API can make one.
+	deliverer, err := events.New(store, cfg.Events, events.WithLogger(log), events.WithUserAgent("airlock/"+version))
+	if err != nil {
+		return err
+	}
+	if err := store.ConfigureOutbox(deliverer.Names(), cfg.Events.MaxPending); err != nil {
+		return fmt.Errorf("events outbox: %w", err)
+	}
 
 	params := map[string]any{}
 	for k, v := range cfg.Storage.Parameters {
@@ -167,7 +180,17 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		Help: "Jobs waiting in or running from the pipeline queue.",
 	}, func() float64 { return float64(store.QueueDepth()) })
 
-	registry := proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log))
+	// Pull records: gathered in memory, written by pullRec.Run (nil when off).
+	pullRec := pullrec.New(store, cfg.Pulls, pullrec.WithLogger(log))
+	registry := proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log), proxy.WithPullRecorder(pullRec))
+	// Retention and content GC: `airlock gc`, and every retention.interval.
+	collector := retention.New(store, cs, cfg.Retention, retention.WithLogger(log))
+	// Watched repositories (watch/): the config's watch: list plus those
+	// added through the admin API, queued through the gate like pulls.
+	watches, err := watch.New(cfg, store, engine, ups, watch.WithLogger(log))
+	if err != nil {
+		return err
+	}
 	servers := []*http.Server{newServer(cfg.Listen, registry.Handler(), log)}
 	apis := []string{"registry"}
 
@@ -196,7 +219,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if cfg.Admin.Token == "" {
 		log.Error("admin API disabled: no token; set admin.token or AIRLOCK_ADMIN_TOKEN to enable it")
 	} else {
-		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready), admin.WithUpstreams(cfg.Upstreams)}
+		opts := []admin.Option{admin.WithLogger(log), admin.WithReady(ready), admin.WithUpstreams(cfg.Upstreams), admin.WithGC(collector)}
 		if scanner != nil {
 			opts = append(opts, admin.WithScanning(cs, scanner, cfg.DataDir), admin.WithDBMaxSize(int64(cfg.Scan.DBMaxSize)))
 		}
@@ -213,6 +236,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 				return clamd.Version(ctx)
 			}))
 		}
+		opts = append(opts, admin.WithEvents(deliverer))
+		opts = append(opts, admin.WithWatches(watches))
 		adm, err := admin.New(engine, store, cfg.Admin.Token, opts...)
 		if err != nil {
 			return err
@@ -245,6 +270,23 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer wg.Done()
 		engine.Run(engineCtx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watches.Run(engineCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deliverer.Run(engineCtx)
+	}()
+	// Stopped after the listeners shut down: its last flush writes every
+	// pull served before the stop.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pullRec.Run(engineCtx)
+	}()
 	if scanner != nil && cfg.Scan.RescanInterval > 0 {
 		wg.Add(1)
 		go func() {
@@ -259,6 +301,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			engine.RunDBUpdates(engineCtx, cfg.Scan.UpdateInterval, "vulnerability DB", func(ctx context.Context) (bool, error) {
 				return scanner.Update(ctx, cfg.Scan.UpdateURL)
 			})
+		}()
+	}
+	if cfg.Retention.Interval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			collector.Schedule(engineCtx, cfg.Retention.Interval)
 		}()
 	}
 	if clamd != nil && cfg.Malware.DBDir != "" {

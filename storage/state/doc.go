@@ -46,6 +46,12 @@
 // quarantine is not served because an approved image holds its bytes as a
 // layer. A manifest is never served from /blobs/ for being a manifest.
 //
+// A purged image (StatePurged: retention released its content, Purge) is
+// never served, like any state but approved; a pull of it queues the whole
+// pipeline again, like a new image (Request). Its record, links and audit
+// trail stay; the content garbage collector (package retention) counts the
+// digests of every record that is not purged as references.
+//
 // Links record facts about immutable bytes, so the decision is a few key
 // lookups in one read transaction, not a scan: the digest's own record,
 // its links, and the records those links name.

@@ -143,3 +143,30 @@ func (s *Store) releaseLeases() error {
 		return nil
 	})
 }
+
+// KeepLease renews the named lease, which the caller holds, every third of
+// the lease duration until the returned stop is called; stop returns once
+// the renewing has ended. A renewal that fails is retried at the next
+// tick: the lease expires by itself if this process cannot reach the
+// store.
+func (s *Store) KeepLease(name string) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(s.LeaseDuration() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_, _, _ = s.TryLease(name)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-ended
+	}
+}

@@ -63,6 +63,9 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 var buckets = [][]byte{
 	bucketImages, bucketContent, bucketTags, bucketJobs, bucketJobIndex, bucketAudit,
 	bucketVulns, bucketImageVulns, bucketLinks, bucketAuditRuns, bucketAuditMeta, bucketLeases,
+	bucketPulls,
+	bucketOutbox, bucketOutboxMeta, bucketEventSinks,
+	bucketWatches,
 }
 
 // Open opens (creating if needed) the bbolt file at path. It fails fast,
@@ -237,6 +240,11 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 				return err
 			}
 		}
+		if img.State == StatePurged {
+			if err := requeuePurged(tx, &img, actor, now); err != nil {
+				return err
+			}
+		}
 		queued = true
 		_, err = enqueue(tx, Job{Kind: JobPull, Image: ref, Created: now, Actor: actor})
 		return err
@@ -271,6 +279,10 @@ func needsJob(img Image, now time.Time) bool {
 		return true
 	case img.State == StateFailed:
 		return !img.Permanent && !now.Before(img.RetryAt)
+	case img.State == StatePurged:
+		// Retention released its content: a pull fetches it again and
+		// runs the whole pipeline, like a new image.
+		return true
 	}
 	return false
 }
@@ -313,7 +325,7 @@ func transition(tx kv.Tx, ref Ref, c Change, now time.Time) (Image, error) {
 	if len(c.From) > 0 && !slices.Contains(c.From, img.State) {
 		return img, fmt.Errorf("%s is %s, not %v: %w", ref, img.State, c.From, ErrConflict)
 	}
-	from := img.State
+	from, prevFlag := img.State, img.Flag
 	if c.Mutate != nil {
 		if err := c.Mutate(&img); err != nil {
 			return img, err
@@ -331,7 +343,11 @@ func transition(tx kv.Tx, ref Ref, c Change, now time.Time) (Image, error) {
 		return img, err
 	}
 	e := Entry{Time: now, Actor: c.Actor, Image: ref.String(), From: from, To: img.State, Action: c.Action, Reason: c.Reason}
-	return img, appendAudit(tx, e)
+	if err := appendAudit(tx, e); err != nil {
+		return img, err
+	}
+	// The event exists iff the transition commits (outbox.go).
+	return img, recordEvents(tx, from, prevFlag, img, c, now)
 }
 
 // RecordTag stores that tag now resolves to d upstream and returns the

@@ -29,12 +29,17 @@ const (
 	StateRejected         State = "rejected"
 	StateFailed           State = "failed"
 	StateRevoked          State = "revoked"
+	// StatePurged is an image whose content retention released (see
+	// retention in the package doc): never served; a pull queues it
+	// through the whole pipeline again, like a new image.
+	StatePurged State = "purged"
 )
 
 // States lists every state, in pipeline order.
 var States = []State{
 	StatePending, StateFetching, StateVerifying, StateScanning, StateSigning,
 	StateAwaitingApproval, StateApproved, StateRejected, StateFailed, StateRevoked,
+	StatePurged,
 }
 
 // Valid reports whether s is a known state.
