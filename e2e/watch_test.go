@@ -63,7 +63,14 @@ func TestWatchApprovesMovedTagBeforePull(t *testing.T) {
 	dbDir := t.TempDir()
 	vulndbtest.Build(t, dbDir, baseVulns...)
 	up.Reset() // the pushes' own requests
-	al := startAirlock(t, up, options{Policy: "scan", NoHold: true, Extra: `
+	rcv := newHookReceiver(t)
+	al := startAirlock(t, up, options{Policy: "scan", NoHold: true, Env: []string{"EVENTS_E2E_SECRET=" + eventsSecret}, Extra: `
+events:
+  min_backoff: 100ms
+  webhooks:
+    - url: ` + rcv.url() + `
+      secret_env: EVENTS_E2E_SECRET
+      types: ["dev.airlock.image.rejected"]
 scan:
   db_dir: ` + dbDir + `
   max_db_age: 0s
@@ -120,6 +127,12 @@ watch:
 	}
 	if !rejected {
 		t.Errorf("no pipeline transition to rejected in %s's audit trail", key(d3))
+	}
+	// ... and reported by a signed event, the only one this endpoint wants.
+	evs := rcv.waitEvents(1, 60*time.Second)
+	if names := eventNames(evs); len(names) != 1 || names[0] != "dev.airlock.image.rejected "+key(d3) || !evs[0].signatureOK ||
+		!strings.Contains(evs[0].Data.Reason, "CVE-2026-1001") {
+		t.Errorf("webhook events for the rejected move: %q (%+v)", names, evs)
 	}
 	res = al.getManifest(t, "watched/app", "v1")
 	if res.Status != http.StatusOK || res.Header.Get("Docker-Content-Digest") != d2 {
