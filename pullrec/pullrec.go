@@ -77,11 +77,10 @@ type Recorder struct {
 	// flushMu makes flushes run one at a time.
 	flushMu sync.Mutex
 
-	// index holds the images waiting for a flush; its size is the bound.
-	// Records of an image already waiting take it shared, so they never
-	// wait on one another; a flush takes it alone to swap the batch.
-	index sync.RWMutex
-	refs  map[state.Ref]struct{}
+	// idx is the set of images waiting for a flush; its size is the
+	// bound. A record of an image already waiting only reads it (no lock,
+	// no shared write); a flush swaps in a new one.
+	idx atomic.Pointer[index]
 	// shards hold the gathered pulls. A record goes to a random shard: on
 	// a hot image many clients at once would otherwise queue on one lock,
 	// and a goroutine that parks on a contended mutex waits for the
@@ -91,6 +90,29 @@ type Recorder struct {
 	// pullers counts client entries across shards, bounded by
 	// maxImages*keep: the memory bound of a single batch.
 	pullers atomic.Int64
+}
+
+// index is a set of images and its size.
+type index struct {
+	refs sync.Map // state.Ref → struct{}
+	n    atomic.Int64
+}
+
+// admit adds ref to the set unless it is full; it reports whether ref is
+// in the set and how many images the set holds.
+func (ix *index) admit(ref state.Ref, max int) (bool, int64) {
+	if _, ok := ix.refs.Load(ref); ok {
+		return true, ix.n.Load()
+	}
+	if n := ix.n.Add(1); n > int64(max) {
+		ix.n.Add(-1)
+		_, ok := ix.refs.Load(ref) // admitted meanwhile by another record
+		return ok, n - 1
+	}
+	if _, loaded := ix.refs.LoadOrStore(ref, struct{}{}); loaded {
+		return true, ix.n.Add(-1)
+	}
+	return true, ix.n.Load()
 }
 
 // shardCount is how many shards gather records.
@@ -132,8 +154,9 @@ func New(store Store, cfg config.Pulls, opts ...Option) *Recorder {
 	r := &Recorder{
 		store: store, keep: cfg.Recent, interval: cfg.FlushInterval,
 		maxImages: DefaultMaxImages, log: slog.Default(), now: time.Now,
-		kick: make(chan struct{}, 1), refs: map[state.Ref]struct{}{},
+		kick: make(chan struct{}, 1),
 	}
+	r.idx.Store(&index{})
 	for i := range r.shards {
 		r.shards[i].pending = map[state.Ref]*entry{}
 	}
@@ -167,19 +190,9 @@ func (r *Recorder) Record(ref state.Ref, remoteAddr, userAgent string, head bool
 // add merges pulls of ref into a random shard of the batch. It reports
 // false when ref is not waiting yet and the batch is full.
 func (r *Recorder) add(ref state.Ref, pulls int64, last time.Time, ps ...state.Puller) bool {
-	r.index.RLock()
-	if _, ok := r.refs[ref]; !ok {
-		r.index.RUnlock()
-		r.index.Lock()
-		if _, ok := r.refs[ref]; !ok {
-			if len(r.refs) >= r.maxImages {
-				r.index.Unlock()
-				return false
-			}
-			r.refs[ref] = struct{}{}
-		}
-		r.index.Unlock()
-		r.index.RLock()
+	ok, waiting := r.idx.Load().admit(ref, r.maxImages)
+	if !ok {
+		return false
 	}
 	sh := &r.shards[rand.Uint32()%shardCount]
 	sh.mu.Lock()
@@ -196,9 +209,7 @@ func (r *Recorder) add(ref state.Ref, pulls int64, last time.Time, ps ...state.P
 		e.addPuller(p, r.keep, &r.pullers, int64(r.maxImages)*int64(r.keep))
 	}
 	sh.mu.Unlock()
-	waiting := len(r.refs)
-	r.index.RUnlock()
-	if waiting >= (r.maxImages+1)/2 {
+	if waiting >= int64(r.maxImages+1)/2 {
 		select {
 		case r.kick <- struct{}{}:
 		default:
@@ -247,9 +258,7 @@ func (r *Recorder) Pending() int {
 	if r == nil {
 		return 0
 	}
-	r.index.RLock()
-	defer r.index.RUnlock()
-	return len(r.refs)
+	return int(r.idx.Load().n.Load())
 }
 
 // Flush writes what was gathered in one state transaction. On failure the
@@ -290,10 +299,13 @@ func (r *Recorder) Flush() error {
 }
 
 // take empties the batch and returns it, the shards merged per image.
+//
+// A record that read the old set and reaches its shard after the shard was
+// taken stays there for the next flush; the new set does not count it, so
+// the bound can be exceeded by the records in flight at a swap.
 func (r *Recorder) take() map[state.Ref]*entry {
-	r.index.Lock()
-	defer r.index.Unlock()
-	batch := make(map[state.Ref]*entry, len(r.refs))
+	old := r.idx.Swap(&index{})
+	batch := make(map[state.Ref]*entry, old.n.Load())
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
@@ -315,7 +327,6 @@ func (r *Recorder) take() map[state.Ref]*entry {
 			}
 		}
 	}
-	r.refs = make(map[state.Ref]struct{}, len(r.refs))
 	r.pullers.Store(0)
 	return batch
 }

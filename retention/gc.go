@@ -237,8 +237,14 @@ func (c *Collector) sweep(ctx context.Context, blobs []content.BlobInfo, now tim
 			// now could remove what one just referenced.
 			return n, freed, kept, fmt.Errorf("gc: sweep lease lost after %d deletions; the next run continues", n)
 		}
-		if err := c.content.Delete(ctx, b.Digest); err != nil {
-			return n, freed, kept, fmt.Errorf("gc: %w", err)
+		// A delete must end while the lease still holds: an S3 DELETE
+		// waits for a download of the blob in progress (MinIO does), and
+		// a stalled one must not outlast the lease writers wait on.
+		dctx, cancel := context.WithTimeout(ctx, c.store.LeaseDuration()/3)
+		err := c.content.Delete(dctx, b.Digest)
+		cancel()
+		if err != nil {
+			return n, freed, kept, fmt.Errorf("gc: %w (the next run continues)", err)
 		}
 		n++
 		freed += b.Size
