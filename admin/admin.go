@@ -372,29 +372,40 @@ func (s *Server) revoke(t gate.Target, req ActionRequest, actor string) (state.I
 	return s.engine.RevokeTarget(t, req.AllowFallback, actor, req.Reason)
 }
 
+// actionRequest reads and checks the body of an action (approve, revoke,
+// rescan, pin, unpin): the request, the image it names and the audit
+// actor. On failure it has answered the client.
+func (s *Server) actionRequest(w http.ResponseWriter, r *http.Request) (ActionRequest, gate.Target, string, bool) {
+	var req ActionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return req, gate.Target{}, "", false
+	}
+	if err := s.checkAction(req); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return req, gate.Target{}, "", false
+	}
+	target, err := s.engine.ParseTarget(req.Image)
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return req, gate.Target{}, "", false
+	}
+	actor := "admin"
+	if req.Actor != "" {
+		actor += ":" + req.Actor
+	}
+	return req, target, actor, true
+}
+
 func (s *Server) action(do actionFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req ActionRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
-			return
-		}
-		if err := s.checkAction(req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
-			return
-		}
-		target, err := s.engine.ParseTarget(req.Image)
-		if err != nil {
-			writeErr(w, statusOf(err), err)
+		req, target, actor, ok := s.actionRequest(w, r)
+		if !ok {
 			return
 		}
 		ref := target.Ref
-		actor := "admin"
-		if req.Actor != "" {
-			actor += ":" + req.Actor
-		}
 		img, msg, err := do(target, req, actor)
 		if err != nil {
 			err = s.describeConflict(r, ref, err)

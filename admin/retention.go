@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -57,29 +56,13 @@ func (s *Server) runGC(w http.ResponseWriter, r *http.Request) {
 // names, audited with the admin as actor.
 func (s *Server) pin(pinned bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req ActionRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeErr(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
-			return
-		}
-		if err := s.checkAction(req); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
+		req, target, actor, ok := s.actionRequest(w, r)
+		if !ok {
 			return
 		}
 		if req.AllowFallback {
 			writeErr(w, http.StatusBadRequest, errors.New("allow_fallback applies to revoke by tag only"))
 			return
-		}
-		target, err := s.engine.ParseTarget(req.Image)
-		if err != nil {
-			writeErr(w, statusOf(err), err)
-			return
-		}
-		actor := "admin"
-		if req.Actor != "" {
-			actor += ":" + req.Actor
 		}
 		img, err := s.store.SetPinned(target.Ref, pinned, actor, req.Reason)
 		if errors.Is(err, state.ErrNotFound) {

@@ -59,6 +59,21 @@ func (f adminFlags) client(timeout time.Duration) (*adminClient, error) {
 	return &adminClient{base: strings.TrimRight(*f.url, "/"), token: token, http: &http.Client{Timeout: timeout}}, nil
 }
 
+// parse parses args with fs (flags may come after the positional
+// arguments, as in the README examples) and returns the positional
+// arguments and an admin API client.
+func (f adminFlags) parse(fs *flag.FlagSet, args []string, stdout io.Writer, timeout time.Duration) ([]string, *adminClient, error) {
+	var positional []string
+	if err := parseFlags(fs, args, stdout, func(a []string) (err error) {
+		positional, err = parseInterspersed(fs, a)
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	c, err := f.client(timeout)
+	return positional, c, err
+}
+
 func adminCommand(args []string, stdout, stderr io.Writer) error {
 	cmd := args[0]
 	switch cmd {
@@ -93,14 +108,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	platform := fs.String("platform", "", "platform manifest digest or os/arch of an index (SBOM)")
 	allowFallback := fs.Bool("allow-fallback", false, "revoke by tag: let the tag fall back to its previous approved digest instead of refusing it")
 	// Flags may come after the image argument, as in the README examples.
-	var positional []string
-	if err := parseFlags(fs, args[1:], stdout, func(a []string) (err error) {
-		positional, err = parseInterspersed(fs, a)
-		return err
-	}); err != nil {
-		return err
-	}
-	c, err := conn.client(30 * time.Second)
+	positional, c, err := conn.parse(fs, args[1:], stdout, 30*time.Second)
 	if err != nil {
 		return err
 	}

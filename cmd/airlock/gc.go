@@ -23,14 +23,7 @@ func gcCommand(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	dryRun := fs.Bool("dry-run", false, "gc: only list what would be purged and freed")
 	reason := fs.String("reason", "", "pin, unpin: why (recorded in the audit log)")
-	var positional []string
-	if err := parseFlags(fs, args[1:], stdout, func(a []string) (err error) {
-		positional, err = parseInterspersed(fs, a)
-		return err
-	}); err != nil {
-		return err
-	}
-	c, err := conn.client(30 * time.Minute)
+	positional, c, err := conn.parse(fs, args[1:], stdout, 30*time.Minute)
 	if err != nil {
 		return err
 	}

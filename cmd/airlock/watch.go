@@ -62,14 +62,7 @@ func watchCommand(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&tags, "tag", "tag pattern (add; repeatable): glob, regex:RE or semver:RANGE")
 	interval := fs.String("interval", "", "how often to check the upstream (add; Go duration, default 1h)")
 	maxNew := fs.Int("max-new", 0, "pipelines the watch may have running at once (add; default 5)")
-	var positional []string
-	if err := parseFlags(fs, args[1:], stdout, func(a []string) (err error) {
-		positional, err = parseInterspersed(fs, a)
-		return err
-	}); err != nil {
-		return err
-	}
-	c, err := conn.client(30 * time.Second)
+	positional, c, err := conn.parse(fs, args[1:], stdout, 30*time.Second)
 	if err != nil {
 		return err
 	}
