@@ -1,13 +1,15 @@
 // Package admin is Airlock's admin HTTP API: list and inspect images,
 // approve, revoke and rescan them, read the audit log; plus the health,
 // readiness and Prometheus endpoints. It listens apart from the registry
-// API and requires a bearer token on /api/.
+// API and requires a bearer token on /api/: the bootstrap admin token or
+// an API token with a role (roles.go, tokens.go).
 package admin
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +40,10 @@ type ActionRequest struct {
 	Image string `json:"image"`
 	// Reason is recorded in the audit log and shown to clients.
 	Reason string `json:"reason"`
-	// Actor optionally names the person acting; recorded as "admin:<actor>".
+	// Actor is accepted for compatibility and ignored: the audit actor is
+	// the authenticated identity (the token's name, or "admin").
+	//
+	// Deprecated: authenticate with a token of your own instead.
 	Actor string `json:"actor,omitempty"`
 	// AllowFallback (revoke by tag only) lets the tag fall back to its
 	// previous approved digest. Without it a revoke by tag refuses the tag
@@ -183,6 +188,9 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/watches", s.addWatch).Methods(http.MethodPost)
 	api.HandleFunc("/watches/{image:.+}", s.removeWatch).Methods(http.MethodDelete)
 	api.HandleFunc("/keys/public", s.publicKey).Methods(http.MethodGet)
+	api.HandleFunc("/tokens", s.listTokens).Methods(http.MethodGet)
+	api.HandleFunc("/tokens", s.createToken).Methods(http.MethodPost)
+	api.HandleFunc("/tokens/{name}", s.revokeToken).Methods(http.MethodDelete)
 	s.retentionRoutes(api) // retention.go: /gc, /pin, /unpin
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusNotFound, errors.New("no such endpoint"))
@@ -197,21 +205,72 @@ func (s *Server) Handler() http.Handler {
 	return r
 }
 
-// auth requires "Authorization: Bearer <token>". The comparison is
-// constant-time over hashes, so neither content nor length leaks.
+// auth authenticates and authorizes every /api/ request. The bearer
+// token is the bootstrap admin.token (identity "admin", role admin) or an
+// API token, looked up by its SHA-256 (identity: the token's name). The
+// bootstrap comparison is constant-time over hashes, so neither content
+// nor length leaks; an API token's hash is the lookup key. An unknown,
+// expired or revoked token is 401, a role below the route's (routeRoles)
+// 403; both are logged with who tried (never the token) and the path.
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(got))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
-			// Never log what was sent: it may be a mistyped real token.
-			s.log.Warn("admin API: request without a valid token", "remote", r.RemoteAddr, "path", r.URL.Path)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock-admin"`)
-			writeErr(w, http.StatusUnauthorized, errors.New("a valid bearer token is required"))
+		id, status, err := s.authenticate(r)
+		if err == nil {
+			if err = allowed(id, r); err != nil {
+				status = http.StatusForbidden
+			}
+		}
+		if err != nil {
+			who := id.Name
+			if who == "" {
+				who = "anonymous"
+			}
+			s.log.Warn("admin API: request denied", "identity", who, "role", string(id.Role),
+				"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status, "error", err)
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="airlock-admin"`)
+			}
+			writeErr(w, status, err)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
+}
+
+// authenticate returns the identity the request's bearer token stands
+// for, or the status and error to answer. On an expired or revoked token
+// the identity names it, so the refusal is logged with who tried.
+func (s *Server) authenticate(r *http.Request) (Identity, int, error) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || got == "" {
+		return Identity{}, http.StatusUnauthorized, errors.New("a valid bearer token is required")
+	}
+	sum := sha256.Sum256([]byte(got))
+	if subtle.ConstantTimeCompare(sum[:], s.token[:]) == 1 {
+		return Identity{Name: BootstrapIdentity, Role: RoleAdmin}, 0, nil
+	}
+	tok, err := s.store.TokenByHash(sum)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return Identity{}, http.StatusUnauthorized, errors.New("a valid bearer token is required")
+	case err != nil:
+		return Identity{}, http.StatusServiceUnavailable, fmt.Errorf("cannot check the token: %w", err)
+	}
+	want, _ := hex.DecodeString(tok.Hash)
+	if subtle.ConstantTimeCompare(sum[:], want) != 1 {
+		return Identity{}, http.StatusUnauthorized, errors.New("a valid bearer token is required")
+	}
+	id := Identity{Name: tok.Name, Role: Role(tok.Role)}
+	now := time.Now()
+	switch {
+	case !tok.Revoked.IsZero():
+		return id, http.StatusUnauthorized, fmt.Errorf("token %s was revoked at %s", tok.Name, tok.Revoked.Format(time.RFC3339))
+	case !tok.Active(now):
+		return id, http.StatusUnauthorized, fmt.Errorf("token %s expired at %s", tok.Name, tok.Expires.Format(time.RFC3339))
+	case !id.Role.Valid():
+		return id, http.StatusForbidden, fmt.Errorf("token %s has no valid role (%q)", tok.Name, tok.Role)
+	}
+	return id, 0, nil
 }
 
 func (s *Server) publicKey(w http.ResponseWriter, _ *http.Request) {
@@ -392,11 +451,7 @@ func (s *Server) actionRequest(w http.ResponseWriter, r *http.Request) (ActionRe
 		writeErr(w, statusOf(err), err)
 		return req, gate.Target{}, "", false
 	}
-	actor := "admin"
-	if req.Actor != "" {
-		actor += ":" + req.Actor
-	}
-	return req, target, actor, true
+	return req, target, IdentityOf(r).Name, true
 }
 
 func (s *Server) action(do actionFunc) http.HandlerFunc {

@@ -198,10 +198,10 @@ func (s *Server) dbImport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := DBImportResult{DB: st}
-	s.engine.DBUpdated("vulnerability DB", "admin", "new vulnerability DB imported", &state.EventDB{
+	s.engine.DBUpdated("vulnerability DB", IdentityOf(r).Name, "new vulnerability DB imported", &state.EventDB{
 		Built: st.Built, SchemaVersion: st.SchemaVersion, Checksum: st.Checksum, Source: st.Source,
 	})
-	if res.Rescans, res.Retries, err = s.engine.RescanAll("admin", "new vulnerability DB imported", 0); err != nil {
+	if res.Rescans, res.Retries, err = s.engine.RescanAll(IdentityOf(r).Name, "new vulnerability DB imported", 0); err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
@@ -232,8 +232,8 @@ func (s *Server) malwareReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := MalwareReloadResult{Engine: engine}
-	s.engine.DBUpdated("malware signatures", "admin", "malware signatures reloaded", &state.EventDB{Detail: engine})
-	if res.Rescans, res.Retries, err = s.engine.RescanAll("admin", "malware signatures reloaded", 0); err != nil {
+	s.engine.DBUpdated("malware signatures", IdentityOf(r).Name, "malware signatures reloaded", &state.EventDB{Detail: engine})
+	if res.Rescans, res.Retries, err = s.engine.RescanAll(IdentityOf(r).Name, "malware signatures reloaded", 0); err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}

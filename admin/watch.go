@@ -34,7 +34,10 @@ type WatchRequest struct {
 	Interval string `json:"interval,omitempty"`
 	// MaxNewPerRun bounds the watch's pipelines running at once; 0 means the default (5).
 	MaxNewPerRun int `json:"max_new_per_run,omitempty"`
-	// Actor optionally names the person acting; recorded as "admin:<actor>".
+	// Actor is accepted for compatibility and ignored: the audit actor is
+	// the authenticated identity.
+	//
+	// Deprecated: authenticate with a token of your own instead.
 	Actor string `json:"actor,omitempty"`
 }
 
@@ -104,11 +107,7 @@ func (s *Server) addWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		cw.Interval = d
 	}
-	actor := "admin"
-	if req.Actor != "" {
-		actor += ":" + req.Actor
-	}
-	def, err := s.watches.Add(cw, actor)
+	def, err := s.watches.Add(cw, IdentityOf(r).Name)
 	if err != nil {
 		writeErr(w, watchStatusOf(err), err)
 		return
@@ -120,16 +119,10 @@ func (s *Server) removeWatch(w http.ResponseWriter, r *http.Request) {
 	if s.noWatches(w) {
 		return
 	}
-	actor := "admin"
-	if a := r.URL.Query().Get("actor"); a != "" {
-		if err := checkText("actor", a); err != nil {
-			writeErr(w, http.StatusBadRequest, err)
-			return
-		}
-		actor += ":" + a
-	}
+	// ?actor= is accepted for compatibility and ignored, like the
+	// body's actor: the audit actor is the authenticated identity.
 	image := mux.Vars(r)["image"]
-	if err := s.watches.Remove(image, actor); err != nil {
+	if err := s.watches.Remove(image, IdentityOf(r).Name); err != nil {
 		writeErr(w, watchStatusOf(err), err)
 		return
 	}

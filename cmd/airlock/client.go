@@ -155,7 +155,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return errors.New("--allow-fallback applies to revoke by tag only")
 		}
 		var out admin.ActionResult
-		req := admin.ActionRequest{Image: img, Reason: *reason, Actor: os.Getenv("USER"), AllowFallback: *allowFallback}
+		req := admin.ActionRequest{Image: img, Reason: *reason, AllowFallback: *allowFallback}
 		if err := c.do(http.MethodPost, "/api/v1/"+cmd, req, &out); err != nil {
 			return err
 		}

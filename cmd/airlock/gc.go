@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/airlockproxy/airlock/admin"
@@ -48,7 +47,7 @@ func gcCommand(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("usage: airlock %s IMAGE [--reason TEXT]", cmd)
 	}
 	var out admin.ActionResult
-	req := admin.ActionRequest{Image: positional[0], Reason: *reason, Actor: os.Getenv("USER")}
+	req := admin.ActionRequest{Image: positional[0], Reason: *reason}
 	if err := c.do(http.MethodPost, "/api/v1/"+cmd, req, &out); err != nil {
 		return err
 	}

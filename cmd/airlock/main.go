@@ -37,6 +37,8 @@ Usage:
   airlock watch add|list|remove             watched repositories: matching tags are checked
                                             upstream and queued before anyone pulls them;
                                             see airlock watch --help
+  airlock tokens create|list|revoke         API tokens with a role (viewer, approver, admin);
+                                            see airlock tokens --help
   airlock images vulns IMAGE                show an image's vulnerabilities and policy decision
   airlock images sbom IMAGE [--format spdx|syft] [--platform P]
                                             print an image's SBOM
@@ -54,7 +56,8 @@ IMAGE is <upstream>/<repository>@<digest> or <upstream>/<repository>:<tag>,
 e.g. docker.io/library/alpine:3.20.
 
 Admin commands reach the admin API at $AIRLOCK_ADMIN_URL (default
-http://127.0.0.1:5001) with the token in $AIRLOCK_ADMIN_TOKEN or --token-file.
+http://127.0.0.1:5001) with the token in $AIRLOCK_ADMIN_TOKEN or --token-file:
+the bootstrap admin.token or an API token (airlock tokens create).
 `
 
 func main() {
@@ -102,6 +105,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return eventsCommand(args[1:], stdout, stderr) // events.go
 	case "watch":
 		return watchCommand(args[1:], stdout, stderr) // watch.go
+	case "tokens":
+		return tokensCommand(args[1:], stdout, stderr) // tokens.go
 	case "state":
 		return stateCommand(args[1:], stdout, stderr)
 	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve", "malware":

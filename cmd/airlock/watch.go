@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -74,7 +72,7 @@ func watchCommand(args []string, stdout, stderr io.Writer) error {
 		if len(tags) == 0 {
 			return errors.New("airlock watch add: at least one --tag PATTERN is required")
 		}
-		req := admin.WatchRequest{Image: positional[0], Tags: tags, Interval: *interval, MaxNewPerRun: *maxNew, Actor: os.Getenv("USER")}
+		req := admin.WatchRequest{Image: positional[0], Tags: tags, Interval: *interval, MaxNewPerRun: *maxNew}
 		var out watch.Definition
 		if err := c.do(http.MethodPost, "/api/v1/watches", req, &out); err != nil {
 			return err
@@ -89,12 +87,8 @@ func watchCommand(args []string, stdout, stderr io.Writer) error {
 		if len(positional) != 1 {
 			return errors.New("usage: airlock watch remove IMAGE")
 		}
-		q := ""
-		if u := os.Getenv("USER"); u != "" {
-			q = "?actor=" + url.QueryEscape(u)
-		}
 		var out map[string]string
-		if err := c.do(http.MethodDelete, "/api/v1/watches/"+positional[0]+q, nil, &out); err != nil {
+		if err := c.do(http.MethodDelete, "/api/v1/watches/"+positional[0], nil, &out); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "no longer watching %s\n", safe(out["removed"]))

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,11 +15,22 @@ import (
 // repeated retry transitions are folded (see appendAudit).
 const ActorPipeline = "pipeline"
 
-// IsAdminActor reports whether actor is an admin: the admin API records
-// "admin" or "admin:<name>". Admin actions are never folded, and audit
-// pruning keeps them for the whole of audit.max_age.
+// SystemActors are the audit actors of Airlock itself: the pipeline, a
+// pull, the rescan scheduler, retention and watches. No API token may
+// take one of these names.
+var SystemActors = []string{ActorPipeline, "pull", "scheduler", "retention", "watch"}
+
+// IsAdminActor reports whether actor is a person or robot acting through
+// the admin API: the bootstrap "admin", an API token's name, or
+// "admin:<name>" of entries written before API tokens. That is every
+// actor but the SystemActors (and "" of entries without one). Admin
+// actions are never folded, and audit pruning keeps them for the whole of
+// audit.max_age.
 func IsAdminActor(actor string) bool {
-	return actor == "admin" || strings.HasPrefix(actor, "admin:")
+	if actor == "" {
+		return false
+	}
+	return !slices.Contains(SystemActors, actor)
 }
 
 var (

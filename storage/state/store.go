@@ -66,6 +66,7 @@ var buckets = [][]byte{
 	bucketPulls,
 	bucketOutbox, bucketOutboxMeta, bucketEventSinks,
 	bucketWatches,
+	bucketTokens,
 }
 
 // Open opens (creating if needed) the bbolt file at path. It fails fast,
@@ -293,7 +294,8 @@ type Change struct {
 	From []State
 	// To is the new state; empty keeps the state (an audited update).
 	To State
-	// Actor is who made the change ("pipeline", "admin:<name>", "pull").
+	// Actor is who made the change ("pipeline", "pull", or the admin API
+	// identity: "admin" or an API token's name).
 	Actor string
 	// Action names the change in the audit log ("approve", "revoke", "step:fetch").
 	Action string
