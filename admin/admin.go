@@ -370,14 +370,25 @@ func (s *Server) tagStatus(imgs []state.Image) ([]ListedImage, error) {
 	return out, nil
 }
 
-func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
-	if err := s.checkUpstream(mux.Vars(r)["image"]); err != nil {
+// imageRef reads the image the URL names ({image}): its upstream must be
+// configured and its reference valid. On failure it has answered.
+func (s *Server) imageRef(w http.ResponseWriter, r *http.Request) (state.Ref, bool) {
+	image := mux.Vars(r)["image"]
+	if err := s.checkUpstream(image); err != nil {
 		writeErr(w, http.StatusBadRequest, err)
-		return
+		return state.Ref{}, false
 	}
-	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
+	ref, err := s.engine.ParseImage(image)
 	if err != nil {
 		writeErr(w, statusOf(err), err)
+		return state.Ref{}, false
+	}
+	return ref, true
+}
+
+func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
+	ref, ok := s.imageRef(w, r)
+	if !ok {
 		return
 	}
 	img, err := s.store.Image(ref)

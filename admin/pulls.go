@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -26,13 +24,8 @@ type PullsReport struct {
 }
 
 func (s *Server) pulls(w http.ResponseWriter, r *http.Request) {
-	if err := s.checkUpstream(mux.Vars(r)["image"]); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
-	if err != nil {
-		writeErr(w, statusOf(err), err)
+	ref, ok := s.imageRef(w, r)
+	if !ok {
 		return
 	}
 	img, pullers, err := s.store.Pulls(ref)

@@ -43,13 +43,8 @@ func (s *Server) imageWithReport(w http.ResponseWriter, r *http.Request) (state.
 		writeErr(w, http.StatusNotFound, errors.New("scanning is not enabled (gate.policy is not scan)"))
 		return state.Image{}, nil, false
 	}
-	if err := s.checkUpstream(mux.Vars(r)["image"]); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return state.Image{}, nil, false
-	}
-	ref, err := s.engine.ParseImage(mux.Vars(r)["image"])
-	if err != nil {
-		writeErr(w, statusOf(err), err)
+	ref, ok := s.imageRef(w, r)
+	if !ok {
 		return state.Image{}, nil, false
 	}
 	img, err := s.store.Image(ref)

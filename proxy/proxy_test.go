@@ -30,14 +30,17 @@ import (
 // stack is Airlock's registry API with its real store, content store,
 // pipeline and a real upstream registry, all in-process.
 type stack struct {
-	up     *registrytest.Upstream
-	store  *state.Store
-	engine *gate.Engine
-	srv    *httptest.Server
-	host   string
+	up      *registrytest.Upstream
+	cfg     *config.Config
+	store   *state.Store
+	content *content.Store
+	ups     *upstream.Set
+	engine  *gate.Engine
+	srv     *httptest.Server
+	host    string
 }
 
-func newStack(t *testing.T, edit func(*config.Config)) *stack {
+func newStack(t testing.TB, edit func(*config.Config)) *stack {
 	t.Helper()
 	up := registrytest.NewUpstream(t)
 	cfg := config.Default()
@@ -84,11 +87,11 @@ func newStack(t *testing.T, edit func(*config.Config)) *stack {
 		cancel()
 		wg.Wait()
 	})
-	return &stack{up: up, store: store, engine: engine, srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}
+	return &stack{up: up, cfg: cfg, store: store, content: cs, ups: ups, engine: engine, srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}
 }
 
 // waitState polls until ref is in st.
-func (s *stack) waitState(t *testing.T, ref state.Ref, st state.State) state.Image {
+func (s *stack) waitState(t testing.TB, ref state.Ref, st state.State) state.Image {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

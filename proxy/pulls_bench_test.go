@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -16,14 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/internal/registrytest"
 	"github.com/airlockproxy/airlock/proxy"
 	"github.com/airlockproxy/airlock/pullrec"
-	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
-	"github.com/airlockproxy/airlock/upstream"
 )
 
 // BenchmarkManifestPullRecords measures cached manifest GETs by digest
@@ -147,60 +142,27 @@ func stats(d []time.Duration) (p50, p99, mean time.Duration) {
 // without again, the image's manifest path and the recorder.
 func pullRecordsStack(b *testing.B) (off, on, off2 http.Handler, path string, rec *pullrec.Recorder) {
 	b.Helper()
-	up := registrytest.NewUpstream(b)
-	cfg := config.Default()
-	cfg.DataDir = b.TempDir()
-	cfg.Upstreams = []config.Upstream{{Name: "docker.io", URL: up.URL(), Insecure: true, Default: true}}
-	cfg.Gate.Policy, cfg.Gate.Hold = config.PolicyManual, 0
-	store, err := state.Open(filepath.Join(cfg.DataDir, "airlock.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { store.Close() })
+	st := newStack(b, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	cs, err := content.New(ctx, "filesystem", map[string]any{"rootdirectory": filepath.Join(cfg.DataDir, "content")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ups, err := upstream.NewSet(cfg.Upstreams)
-	if err != nil {
-		b.Fatal(err)
-	}
-	steps, err := gate.Pipeline(cfg, ups, cs, store, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	engine := gate.New(store, cfg.Gate, steps)
-	rec = pullrec.New(store, cfg.Pulls)
+	rec = pullrec.New(st.store, st.cfg.Pulls)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); engine.Run(ctx) }()
+	wg.Add(1)
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 	b.Cleanup(func() { cancel(); wg.Wait() })
 
-	d := up.PushImage(b, "library/bench:1", registrytest.Image(b, 2, 1024, types.OCIManifestSchema1))
+	d := st.up.PushImage(b, "library/bench:1", registrytest.Image(b, 2, 1024, types.OCIManifestSchema1))
 	ref := state.Ref{Upstream: "docker.io", Repository: "library/bench", Digest: digest.Digest(d.String())}
-	if _, err := engine.Request(ref, "bench"); err != nil {
+	if _, err := st.engine.Request(ref, "bench"); err != nil {
 		b.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		img, err := store.Image(ref)
-		if err == nil && img.State == state.StateAwaitingApproval {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: state %s (%s)", ref, img.State, img.Reason)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, err := engine.Approve(ref, "admin", "bench"); err != nil {
+	st.waitState(b, ref, state.StateAwaitingApproval)
+	if _, err := st.engine.Approve(ref, "admin", "bench"); err != nil {
 		b.Fatal(err)
 	}
 	// Each request is logged as in production, into io.Discard.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	off = proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log)).Handler()
-	on = proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log), proxy.WithPullRecorder(rec)).Handler()
-	off2 = proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log)).Handler()
-	return off, on, off2, "/v2/library/bench/manifests/" + d.String(), rec
+	handler := func(opts ...proxy.Option) http.Handler {
+		return proxy.New(st.cfg, st.store, st.content, st.engine, st.ups, append(opts, proxy.WithLogger(log))...).Handler()
+	}
+	return handler(), handler(proxy.WithPullRecorder(rec)), handler(), "/v2/library/bench/manifests/" + d.String(), rec
 }

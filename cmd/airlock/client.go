@@ -29,6 +29,29 @@ type adminClient struct {
 	http  *http.Client
 }
 
+// subcommandFlags returns the flag set of a command with subcommands
+// (`airlock NAME SUB ...`) and the subcommand args[0] names. Without one
+// of subs it prints usage: to stdout and errHelp when help was asked for,
+// else to stderr and exit status 2.
+func subcommandFlags(name, usage string, subs []string, args []string, stdout, stderr io.Writer) (*flag.FlagSet, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 || !slices.Contains(subs, args[0]) {
+		if wantsHelp(args) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil, "", errHelp
+		}
+		fs.Usage()
+		return nil, "", exitError(2)
+	}
+	return fs, args[0], nil
+}
+
 // adminFlags are the flags every admin command takes: where the admin API
 // is and the token file.
 type adminFlags struct {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,22 +29,10 @@ Flags:
 
 // tokensCommand runs `airlock tokens create|list|revoke`.
 func tokensCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tokens", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), tokensUsage)
-		fs.PrintDefaults()
+	fs, sub, err := subcommandFlags("tokens", tokensUsage, []string{"create", "list", "revoke"}, args, stdout, stderr)
+	if err != nil {
+		return err
 	}
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke") {
-		if wantsHelp(args) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return errHelp
-		}
-		fs.Usage()
-		return exitError(2)
-	}
-	sub := args[0]
 	conn := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	name := fs.String("name", "", "create: the token's name, [a-z0-9][a-z0-9._-]{0,63}")

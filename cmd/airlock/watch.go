@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,22 +37,10 @@ func (t *tagFlags) Set(v string) error { *t = append(*t, v); return nil }
 
 // watchCommand runs `airlock watch add|list|remove`.
 func watchCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), watchUsage)
-		fs.PrintDefaults()
+	fs, sub, err := subcommandFlags("watch", watchUsage, []string{"add", "list", "remove"}, args, stdout, stderr)
+	if err != nil {
+		return err
 	}
-	if len(args) == 0 || (args[0] != "add" && args[0] != "list" && args[0] != "remove") {
-		if wantsHelp(args) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return errHelp
-		}
-		fs.Usage()
-		return exitError(2)
-	}
-	sub := args[0]
 	conn := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var tags tagFlags
