@@ -1,0 +1,136 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/airlockproxy/airlock/admin"
+	"github.com/airlockproxy/airlock/storage/state"
+)
+
+// SessionTTL bounds a console session. A token's session also ends with
+// the token (revoked or expired).
+const SessionTTL = 8 * time.Hour
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// SSO is the single sign-on the console offers (package sso implements
+// it); nil without admin.oidc.
+type SSO interface {
+	// Start redirects the browser to the identity provider.
+	Start(w http.ResponseWriter, r *http.Request)
+	// Finish completes the sign-in at the callback: the person's name
+	// (the audit actor) and role, or why they may not sign in.
+	Finish(w http.ResponseWriter, r *http.Request) (name string, role admin.Role, err error)
+	// CallbackPath is the path of the callback (from redirect_url).
+	CallbackPath() string
+}
+
+// Console is the web console.
+type Console struct {
+	api   *admin.Server
+	store *state.Store
+	sso   SSO
+	log   *slog.Logger
+	pages map[string]*pageTemplate
+}
+
+// Option configures the console.
+type Option func(*Console)
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(c *Console) { c.log = l } }
+
+// WithSSO offers single sign-on through s.
+func WithSSO(s SSO) Option { return func(c *Console) { c.sso = s } }
+
+// New returns the console over the admin API api and the state store
+// holding its sessions.
+func New(api *admin.Server, store *state.Store, opts ...Option) (*Console, error) {
+	c := &Console{api: api, store: store, log: slog.Default()}
+	for _, o := range opts {
+		o(c)
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	c.pages = pages
+	return c, nil
+}
+
+// Handler returns the console's handler; mount it at /ui/.
+func (c *Console) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/", http.FileServerFS(staticFS)))
+	mux.HandleFunc("GET /ui/login", c.loginPage)
+	mux.HandleFunc("POST /ui/login", c.login)
+	mux.HandleFunc("POST /ui/logout", c.logout)
+	if c.sso != nil {
+		mux.HandleFunc("GET /ui/login/oidc", c.sso.Start)
+		mux.HandleFunc("GET "+c.sso.CallbackPath(), c.ssoCallback)
+	}
+	mux.Handle("GET /ui/{$}", c.authed(c.queue))
+	c.routes(mux)
+	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
+		c.fail(w, r, http.StatusNotFound, "no such page")
+	})
+	return secure(mux)
+}
+
+// routes adds the pages beyond sign-in and the queue.
+func (c *Console) routes(mux *http.ServeMux) {}
+
+// call invokes the admin API as the request's identity: a JSON body
+// (nil for none) and, on a 2xx answer, the JSON answer decoded into out
+// (nil to ignore it). A refusal is an *admin.APIError.
+func (c *Console) call(r *http.Request, method, path string, body, out any) error {
+	var rd io.Reader
+	ctype := ""
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		rd, ctype = bytes.NewReader(b), "application/json"
+	}
+	resp := c.api.Invoke(r.Context(), sessionOf(r).identity(), method, path, rd, ctype)
+	if err := resp.Err(); err != nil {
+		return err
+	}
+	if out != nil {
+		if err := json.Unmarshal(resp.Body, out); err != nil {
+			return fmt.Errorf("decode %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// ctxKey keys the console's request context values.
+type ctxKey int
+
+const sessionKey ctxKey = 0
+
+// sessionOf returns the request's session (set by authed).
+func sessionOf(r *http.Request) *session {
+	s, _ := r.Context().Value(sessionKey).(*session)
+	if s == nil {
+		return &session{}
+	}
+	return s
+}
+
+func withSession(ctx context.Context, s *session) context.Context {
+	return context.WithValue(ctx, sessionKey, s)
+}
