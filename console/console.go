@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/airlockproxy/airlock/admin"
@@ -82,6 +84,26 @@ func (c *Console) Handler() http.Handler {
 		mux.HandleFunc("GET "+c.sso.CallbackPath(), c.ssoCallback)
 	}
 	mux.Handle("GET /ui/{$}", c.authed(c.queue))
+	mux.Handle("GET /ui/live", c.authed(c.live))
+	// An image's page is /ui/images/<IMAGE>; its actions are
+	// /ui/images/<IMAGE>/approve|revoke|rescan (GET: the confirmation
+	// form, POST: the decision). Image names contain slashes, so one
+	// pattern takes both and the suffix decides.
+	mux.Handle("GET /ui/images/{image...}", c.authed(func(w http.ResponseWriter, r *http.Request) {
+		if image, action, ok := splitAction(r.PathValue("image")); ok {
+			c.confirmAction(w, r, image, action)
+			return
+		}
+		c.imagePage(w, r, r.PathValue("image"))
+	}))
+	mux.Handle("POST /ui/images/{image...}", c.authed(func(w http.ResponseWriter, r *http.Request) {
+		image, action, ok := splitAction(r.PathValue("image"))
+		if !ok {
+			c.fail(w, r, http.StatusNotFound, "no such action")
+			return
+		}
+		c.act(w, r, image, action)
+	}))
 	c.routes(mux)
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "no such page")
@@ -89,8 +111,18 @@ func (c *Console) Handler() http.Handler {
 	return secure(mux)
 }
 
-// routes adds the pages beyond sign-in and the queue.
-func (c *Console) routes(mux *http.ServeMux) {}
+// actions are the decisions the console offers on an image; each is the
+// admin API's POST /api/v1/<action>.
+var actions = []string{"approve", "revoke", "rescan"}
+
+// splitAction splits "<IMAGE>/<action>" into the image and the action.
+func splitAction(p string) (image, action string, ok bool) {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 || !slices.Contains(actions, p[i+1:]) {
+		return "", "", false
+	}
+	return p[:i], p[i+1:], true
+}
 
 // call invokes the admin API as the request's identity: a JSON body
 // (nil for none) and, on a 2xx answer, the JSON answer decoded into out
