@@ -70,8 +70,10 @@ test-e2e:
 
 # The e2e tests that run again with every airlock on PostgreSQL + S3: the
 # gate, its hostile-upstream tests, the admin API, crash and kill recovery,
-# and the real clients. (The multi-replica tests run in test-e2e.)
-HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*|TestNotation|TestHelm.*|TestPullRecords.*|TestEvents.*|TestWatch.*|TestRetention.*)$$
+# and the real clients, the console's sign-in (sessions in the state store)
+# and its live updates (across two replicas there: PostgreSQL notifications).
+# (The multi-replica tests run in test-e2e.)
+HA_SUITE := ^(TestPullThroughGate|TestTagMoved.*|TestUpstreamDown.*|TestHostile.*|TestAdminAPI|TestImageRecordTags|TestChurn.*|TestRevokeByTag.*|TestCrashDuringFetchResumes|TestFaultKillDuringScanAndSign|TestConcurrentColdPulls|TestPropertyGateNeverLeaks|TestSignatures|TestConformance.*|TestAuditPruning.*|TestClient.*|TestNotation|TestHelm.*|TestPullRecords.*|TestEvents.*|TestWatch.*|TestRetention.*|TestFourEyes.*|TestConsoleApproveLive|TestConsoleSignIn)$$
 
 ## test-ha: the state store's tests on PostgreSQL (the same tests as on
 ##          bbolt), and the gate's e2e suite with every airlock on a

@@ -56,8 +56,12 @@ type ActionRequest struct {
 type ActionResult struct {
 	state.Image
 	// Message says what a revoke by tag did to the tag, e.g. "tag latest is
-	// refused until a digest newer than sha256:… is approved".
+	// refused until a digest newer than sha256:… is approved"; or, for an
+	// approval that needs more approvers (answered 202 Accepted), what was
+	// recorded: "approval 1 of 2 recorded (alice); pending a second approver".
 	Message string `json:"message,omitempty"`
+	// ApprovalsRequired is gate.approvals_required, set on approve answers.
+	ApprovalsRequired int `json:"approvals_required,omitempty"`
 }
 
 // ListedImage is one image of GET /api/v1/images: the record plus, for
@@ -84,6 +88,9 @@ type ImageDetail struct {
 	Image state.Image   `json:"image"`
 	Job   *state.Job    `json:"job,omitempty"`
 	Audit []state.Entry `json:"audit"`
+	// ApprovalsRequired is how many different approvers an approval needs
+	// (gate.approvals_required); Image.Approvals lists those pending.
+	ApprovalsRequired int `json:"approvals_required"`
 }
 
 // VulnDB is the vulnerability database the admin API reports on and imports into.
@@ -119,6 +126,8 @@ type Server struct {
 	gc *retention.Collector
 	// watches lists, adds and removes watched repositories (watch.go); nil without WithWatches.
 	watches Watches
+	// invokeState serves in-process calls (invoke.go).
+	invokeState
 }
 
 // Option configures the admin API.
@@ -215,6 +224,11 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, status, err := s.authenticate(r)
+		if inv, ok := r.Context().Value(invokedKey{}).(Identity); ok {
+			// An in-process call (Invoke) for an identity the caller
+			// authenticated; remote requests cannot carry this value.
+			id, status, err = inv, 0, nil
+		}
 		if err == nil {
 			if err = allowed(id, r); err != nil {
 				status = http.StatusForbidden
@@ -245,7 +259,13 @@ func (s *Server) authenticate(r *http.Request) (Identity, int, error) {
 	if !ok || got == "" {
 		return Identity{}, http.StatusUnauthorized, errors.New("a valid bearer token is required")
 	}
-	sum := sha256.Sum256([]byte(got))
+	return s.AuthenticateHash(sha256.Sum256([]byte(got)))
+}
+
+// AuthenticateHash returns the identity of the token whose secret has the
+// SHA-256 sum: the bootstrap admin or an active API token; otherwise the
+// status and error to answer (see auth).
+func (s *Server) AuthenticateHash(sum [32]byte) (Identity, int, error) {
 	if subtle.ConstantTimeCompare(sum[:], s.token[:]) == 1 {
 		return Identity{Name: BootstrapIdentity, Role: RoleAdmin}, 0, nil
 	}
@@ -330,6 +350,7 @@ func (s *Server) tagStatus(imgs []state.Image) ([]ListedImage, error) {
 	out := make([]ListedImage, 0, len(imgs))
 	for _, img := range imgs {
 		li := ListedImage{Image: img}
+		li.Approvals = img.PendingApprovals(time.Now())
 		for _, name := range img.Tags {
 			key := img.Repo() + ":" + name
 			res, ok := tags[key]
@@ -406,7 +427,9 @@ func (s *Server) showImage(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, statusOf(err), fmt.Errorf("%s: %w", ref, err))
 		return
 	}
-	d := ImageDetail{Image: img}
+	// An expired pending approval no longer counts: do not show it.
+	img.Approvals = img.PendingApprovals(time.Now())
+	d := ImageDetail{Image: img, ApprovalsRequired: s.engine.ApprovalsRequired()}
 	if job, err := s.store.Job(ref); err == nil {
 		d.Job = &job
 	}
@@ -473,12 +496,22 @@ func (s *Server) action(do actionFunc) http.HandlerFunc {
 		}
 		ref := target.Ref
 		img, msg, err := do(target, req, actor)
+		if errors.Is(err, gate.ErrApprovalPending) {
+			// Recorded, not yet approved (gate.approvals_required).
+			img.Approvals = img.PendingApprovals(time.Now())
+			writeJSON(w, http.StatusAccepted, ActionResult{Image: img, Message: err.Error(), ApprovalsRequired: s.engine.ApprovalsRequired()})
+			return
+		}
 		if err != nil {
 			err = s.describeConflict(r, ref, err)
 			writeErr(w, statusOf(err), err)
 			return
 		}
-		writeJSON(w, http.StatusOK, ActionResult{Image: img, Message: msg})
+		res := ActionResult{Image: img, Message: msg}
+		if strings.HasSuffix(r.URL.Path, "/approve") {
+			res.ApprovalsRequired = s.engine.ApprovalsRequired()
+		}
+		writeJSON(w, http.StatusOK, res)
 	}
 }
 
@@ -519,7 +552,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, state.ErrConflict), errors.Is(err, gate.ErrNotFetched):
+	case errors.Is(err, state.ErrConflict), errors.Is(err, gate.ErrNotFetched), errors.Is(err, state.ErrSameApprover):
 		return http.StatusConflict
 	}
 	return http.StatusBadRequest

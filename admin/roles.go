@@ -14,6 +14,9 @@ type Role string
 
 // The roles, lowest first.
 const (
+	// RolePuller may only pull from the registry API (registry.auth,
+	// package pullauth); every admin API route refuses it.
+	RolePuller Role = "puller"
 	// RoleViewer reads everything: images, audit, jobs, events, DB status.
 	RoleViewer Role = "viewer"
 	// RoleApprover also decides on images: approve, revoke, rescan, pin, unpin.
@@ -26,12 +29,14 @@ const (
 // rank orders the roles; 0 is no role at all.
 func (r Role) rank() int {
 	switch r {
-	case RoleViewer:
+	case RolePuller:
 		return 1
-	case RoleApprover:
+	case RoleViewer:
 		return 2
-	case RoleAdmin:
+	case RoleApprover:
 		return 3
+	case RoleAdmin:
+		return 4
 	}
 	return 0
 }

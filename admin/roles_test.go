@@ -134,9 +134,12 @@ func TestRoleMatrix(t *testing.T) {
 			t.Errorf("route %s has no entry in routeRoles (roles.go)", r)
 		}
 	}
-	for r := range routeRoles {
+	for r, need := range routeRoles {
 		if !seen[r] {
 			t.Errorf("routeRoles entry %s is no route", r)
+		}
+		if need.rank() <= RolePuller.rank() {
+			t.Errorf("routeRoles lets a puller (registry pulls only) call %s", r)
 		}
 	}
 	if len(routes) < 25 {
@@ -146,6 +149,8 @@ func TestRoleMatrix(t *testing.T) {
 		name, token string
 		role        Role
 	}{
+		// A puller may only pull from the registry API: 403 everywhere here.
+		{"puller", a.token(t, "paul", RolePuller), RolePuller},
 		{"viewer", a.token(t, "vera", RoleViewer), RoleViewer},
 		{"approver", a.token(t, "arno", RoleApprover), RoleApprover},
 		{"admin", a.token(t, "adele", RoleAdmin), RoleAdmin},

@@ -37,7 +37,7 @@ var tokenName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 type TokenRequest struct {
 	// Name identifies the person or robot: [a-z0-9][a-z0-9._-]{0,63}.
 	Name string `json:"name"`
-	// Role is "viewer", "approver" or "admin".
+	// Role is "puller" (registry pulls only), "viewer", "approver" or "admin".
 	Role Role `json:"role"`
 	// Expires is a lifetime: a Go duration ("720h") or days ("90d"); ""
 	// means DefaultTokenTTL, "never" a token that does not expire.
@@ -119,7 +119,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !req.Role.Valid() {
-		writeErr(w, http.StatusBadRequest, fmt.Errorf("role %q: want viewer, approver or admin", req.Role))
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("role %q: want puller, viewer, approver or admin", req.Role))
 		return
 	}
 	ttl, err := ParseTTL(req.Expires)

@@ -57,6 +57,9 @@ const DockerHubName = "docker.io"
 type Config struct {
 	// Listen is the registry API listen address.
 	Listen string `yaml:"listen"`
+	// TLS serves the registry API over TLS, optionally requiring client
+	// certificates (see tls.go); empty is plain HTTP.
+	TLS TLS `yaml:"tls"`
 	// DataDir holds the bbolt state file and, with the filesystem driver,
 	// the content store.
 	DataDir string `yaml:"data_dir"`
@@ -97,6 +100,8 @@ type Config struct {
 	Watch []Watch `yaml:"watch"`
 	// Pulls configures pull records (last_pulled, pull counts, recent pullers).
 	Pulls Pulls `yaml:"pulls"`
+	// Registry configures the registry API: pull authentication (registry.go).
+	Registry Registry `yaml:"registry"`
 }
 
 // Audit bounds the audit log, which anonymous pulls would otherwise grow
@@ -347,6 +352,11 @@ type Admin struct {
 	// Token is the bearer token the admin API requires. The environment
 	// variable AIRLOCK_ADMIN_TOKEN overrides it.
 	Token string `yaml:"token"`
+	// TLS serves the admin API over TLS, optionally requiring client
+	// certificates (see tls.go); empty is plain HTTP.
+	TLS TLS `yaml:"tls"`
+	// OIDC is single sign-on to the web console (see oidc.go).
+	OIDC OIDC `yaml:"oidc"`
 }
 
 // Upstream is one registry Airlock pulls from.
@@ -402,7 +412,17 @@ type Gate struct {
 	// killed mid-job has its job taken over by another after at most
 	// this long.
 	Lease time.Duration `yaml:"lease"`
+	// ApprovalsRequired is how many different identities of the admin API
+	// must approve an image before an admin approval takes effect (1..5,
+	// default 1). With 2 ("four eyes") the first approval is recorded as
+	// pending and the second, by someone else, approves (see
+	// gate.Engine.Approve).
+	ApprovalsRequired int `yaml:"approvals_required"`
 }
+
+// MaxApprovalsRequired bounds gate.approvals_required: more approvers than
+// this is a review board, not an approval gate.
+const MaxApprovalsRequired = 5
 
 // Retry controls the backoff of failed pipeline runs.
 type Retry struct {
@@ -454,6 +474,8 @@ func Default() *Config {
 			TagTTL:  time.Minute,
 			Workers: 4,
 			Lease:   30 * time.Second,
+			// One approver decides, unless four eyes are asked for.
+			ApprovalsRequired: 1,
 			Retry: Retry{
 				MaxAttempts: 8,
 				Backoff:     5 * time.Second,
@@ -533,6 +555,12 @@ func (c *Config) Validate() error {
 	if err := validAddr(c.Admin.Listen); err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	if err := c.Admin.OIDC.validate(); err != nil {
+		return fmt.Errorf("admin.oidc.%w", err)
+	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	if c.DataDir == "" {
 		return errors.New("data_dir: must not be empty")
 	}
@@ -591,6 +619,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Gate.Workers < 1 || c.Gate.Workers > 256 {
 		return fmt.Errorf("gate.workers: %d is outside 1..256", c.Gate.Workers)
+	}
+	if c.Gate.ApprovalsRequired < 1 || c.Gate.ApprovalsRequired > MaxApprovalsRequired {
+		return fmt.Errorf("gate.approvals_required: %d is outside 1..%d (the number of different approvers an admin approval needs)", c.Gate.ApprovalsRequired, MaxApprovalsRequired)
 	}
 	for i, p := range c.Gate.Platforms {
 		if parts := strings.Split(p, "/"); len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
@@ -661,6 +692,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Pulls.validate(); err != nil {
+		return err
+	}
+	if err := c.Registry.validate(); err != nil {
 		return err
 	}
 	return c.Policy.validate()

@@ -87,6 +87,9 @@ func (o OIDC) validate() error {
 	}
 	if u, _ := url.Parse(o.RedirectURL); u.Fragment != "" || u.Path == "" || u.Path == "/" {
 		return fmt.Errorf("redirect_url: %q needs a path for the callback and no fragment", o.RedirectURL)
+	} else if rest, ok := strings.CutPrefix(u.Path, "/ui/login/"); !ok || rest == "" || rest == "oidc" || u.RawQuery != "" {
+		// The console serves the callback among its own routes.
+		return fmt.Errorf("redirect_url: %q: the callback path must be under /ui/login/ (e.g. /ui/login/oidc/callback), not /ui/login/oidc itself, without a query", o.RedirectURL)
 	}
 	if o.GroupsClaim != "" && strings.TrimSpace(o.GroupsClaim) != o.GroupsClaim {
 		return fmt.Errorf("groups_claim: %q has surrounding spaces", o.GroupsClaim)

@@ -46,6 +46,8 @@ type Console struct {
 	sso   SSO
 	log   *slog.Logger
 	pages map[string]*pageTemplate
+	// streams are the open live-update streams (live.go).
+	streams liveState
 }
 
 // Option configures the console.

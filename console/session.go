@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -92,6 +93,9 @@ func (c *Console) lookup(r *http.Request) *session {
 		}
 		s.id = id
 	}
+	if rank(s.id.Role) == 0 {
+		return nil
+	}
 	return s
 }
 
@@ -150,8 +154,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := sha256.Sum256([]byte(tok))
 	id, _, err := c.api.AuthenticateHash(sum)
-	if err == nil && !id.Role.Valid() {
-		err = errors.New("this token's role cannot use the console")
+	if err == nil && rank(id.Role) == 0 {
+		// A puller token opens the registry, not the console.
+		err = fmt.Errorf("role %q cannot use the console", id.Role)
 	}
 	if err != nil {
 		c.log.Warn("console: sign-in refused", "identity", orAnonymous(id.Name), "remote", r.RemoteAddr, "error", err)
@@ -168,7 +173,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 // ssoCallback completes an OIDC sign-in.
 func (c *Console) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	name, role, err := c.sso.Finish(w, r)
-	if err == nil && !role.Valid() {
+	if err == nil && rank(role) == 0 {
 		err = errors.New("no console role")
 	}
 	if err != nil {

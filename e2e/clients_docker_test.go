@@ -35,8 +35,8 @@ type dockerd struct {
 }
 
 // startDockerd writes daemonJSON to <tmp>/daemon.json and runs dockerd with
-// it against containerd c.
-func startDockerd(t *testing.T, c *containerd, daemonJSON string) *dockerd {
+// it against containerd c; env is more environment for dockerd (a proxy).
+func startDockerd(t *testing.T, c *containerd, daemonJSON string, env ...string) *dockerd {
 	t.Helper()
 	bin := requireTool(t, "/usr/sbin/dockerd", "/usr/bin/dockerd")
 	// /usr/bin/docker: another docker CLI may come first in PATH.
@@ -66,7 +66,7 @@ func startDockerd(t *testing.T, c *containerd, daemonJSON string) *dockerd {
 		"--storage-driver", "vfs",
 	)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	d.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...)
 	if err := d.cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start dockerd: %v", err)

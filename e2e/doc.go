@@ -14,6 +14,18 @@
 //
 //	go test ./e2e/ -count=1 -v
 //
+// The web console's tests (TestConsole*, console_test.go) drive a real
+// headless Chromium (Debian's chromium package, /usr/bin/chromium) with
+// chromedp (browser_test.go). They save screenshots of the pages (PNG) for
+// a person to review, in each test's t.ArtifactDir: kept only when the
+// tests run with -artifacts, under -outputdir (the test log prints each
+// file's path), e.g.
+//
+//	go test ./e2e/ -count=1 -v -run 'TestConsole' -artifacts -outputdir /tmp/airlock-shots
+//
+// and otherwise written to a temporary directory removed after the test.
+// A failing browser step also saves a screenshot, named failed-<step>.
+//
 // This file exists so that the package has a non-test file; all the code is
 // in *_test.go files.
 package e2e

@@ -98,6 +98,10 @@ type options struct {
 	Shared *sharedBackend
 	// Env is more environment for the airlock process.
 	Env []string
+	// TLS and AdminTLS serve the registry and the admin API over TLS
+	// (tls_test.go); the harness then calls them on https:// with the
+	// CA and client certificate they name.
+	TLS, AdminTLS *listenerTLS
 }
 
 const adminToken = "e2e-admin-token-3f1c9a"
@@ -115,6 +119,10 @@ type Airlock struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error
+	// regHTTP and adminHTTP call the two APIs (httpClient, or with TLS
+	// the CA and client certificate of options.TLS and AdminTLS).
+	regHTTP, adminHTTP *http.Client
+	adminTLS           *listenerTLS
 }
 
 // freePort returns a 127.0.0.1 port that was free a moment ago.
@@ -160,7 +168,7 @@ data_dir: %q
 admin:
   listen: 127.0.0.1:%d
   token: %q
-upstreams:
+%supstreams:
   - name: docker.io
     url: %q
     default: true
@@ -184,7 +192,7 @@ gate:
 log:
   format: json
   level: %s
-`, regPort, o.DataDir, adminPort, adminToken, upURL, upURL, policy, hold, tagMode, o.TagTTL, logLevel) + o.Shared.yaml() + o.Extra
+`, regPort, o.DataDir, adminPort, adminToken, o.AdminTLS.yaml("  "), upURL, upURL, policy, hold, tagMode, o.TagTTL, logLevel) + o.Shared.yaml() + o.TLS.yaml("") + o.Extra
 	p := filepath.Join(dir, fmt.Sprintf("airlock-%d.yaml", regPort))
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -242,13 +250,14 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 	a := &Airlock{
 		t:        t,
 		Host:     fmt.Sprintf("127.0.0.1:%d", regPort),
-		URL:      fmt.Sprintf("http://127.0.0.1:%d", regPort),
-		AdminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		URL:      o.TLS.scheme() + fmt.Sprintf("://127.0.0.1:%d", regPort),
+		AdminURL: o.AdminTLS.scheme() + fmt.Sprintf("://127.0.0.1:%d", adminPort),
 		DataDir:  o.DataDir,
 		Config:   writeConfig(t, dir, up, o, regPort, adminPort),
 		LogPath:  filepath.Join(dir, "airlock.log"),
 		done:     make(chan struct{}),
 	}
+	a.regHTTP, a.adminHTTP, a.adminTLS = o.TLS.httpClient(t), o.AdminTLS.httpClient(t), o.AdminTLS
 	if o.Edit != nil {
 		b, err := os.ReadFile(a.Config)
 		if err != nil {
@@ -296,8 +305,11 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 
 func (a *Airlock) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: 2 * time.Second}
 	get := func(u string) int {
+		c := &http.Client{Timeout: 2 * time.Second, Transport: a.regHTTP.Transport}
+		if strings.HasPrefix(u, a.AdminURL) {
+			c.Transport = a.adminHTTP.Transport
+		}
 		resp, err := c.Get(u)
 		if err != nil {
 			return 0
@@ -311,7 +323,8 @@ func (a *Airlock) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("airlock exited before it was ready: %v", a.waitErr)
 		default:
 		}
-		if get(a.URL+"/v2/") == http.StatusOK && get(a.AdminURL+"/readyz") == http.StatusOK {
+		// 401: pull authentication is on (registry.auth); the API answers.
+		if reg := get(a.URL + "/v2/"); (reg == http.StatusOK || reg == http.StatusUnauthorized) && get(a.AdminURL+"/readyz") == http.StatusOK {
 			return nil
 		}
 		time.Sleep(25 * time.Millisecond)
@@ -399,6 +412,12 @@ type httpResult struct {
 
 func doHTTP(t testing.TB, method, u string, body io.Reader, hdr map[string]string) httpResult {
 	t.Helper()
+	return doHTTPWith(t, httpClient, method, u, body, hdr)
+}
+
+// doHTTPWith is doHTTP with client c (one that trusts an airlock's CA).
+func doHTTPWith(t testing.TB, c *http.Client, method, u string, body io.Reader, hdr map[string]string) httpResult {
+	t.Helper()
 	req, err := http.NewRequest(method, u, body)
 	if err != nil {
 		t.Fatal(err)
@@ -406,7 +425,7 @@ func doHTTP(t testing.TB, method, u string, body io.Reader, hdr map[string]strin
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
@@ -438,13 +457,13 @@ var manifestAccept = strings.Join([]string{
 // getManifest GETs /v2/<repo>/manifests/<reference> from airlock.
 func (a *Airlock) getManifest(t testing.TB, repo, reference string) httpResult {
 	t.Helper()
-	return doHTTP(t, http.MethodGet, a.URL+"/v2/"+repo+"/manifests/"+reference, nil, map[string]string{"Accept": manifestAccept})
+	return doHTTPWith(t, a.regHTTP, http.MethodGet, a.URL+"/v2/"+repo+"/manifests/"+reference, nil, map[string]string{"Accept": manifestAccept})
 }
 
 // getBlob GETs /v2/<repo>/blobs/<digest> from airlock.
 func (a *Airlock) getBlob(t testing.TB, repo, dgst string) httpResult {
 	t.Helper()
-	return doHTTP(t, http.MethodGet, a.URL+"/v2/"+repo+"/blobs/"+dgst, nil, nil)
+	return doHTTPWith(t, a.regHTTP, http.MethodGet, a.URL+"/v2/"+repo+"/blobs/"+dgst, nil, nil)
 }
 
 // ---- admin API ----
@@ -493,7 +512,7 @@ func (a *Airlock) admin(t testing.TB, method, path string, body any) httpResult 
 		}
 		rd = bytes.NewReader(b)
 	}
-	return doHTTP(t, method, a.AdminURL+path, rd, map[string]string{
+	return doHTTPWith(t, a.adminHTTP, method, a.AdminURL+path, rd, map[string]string{
 		"Authorization": "Bearer " + adminToken,
 		"Content-Type":  "application/json",
 	})
@@ -584,7 +603,7 @@ func (a *Airlock) cli(t testing.TB, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, airlockBin, args...)
-	cmd.Env = childEnv("AIRLOCK_ADMIN_URL="+a.AdminURL, "AIRLOCK_ADMIN_TOKEN="+adminToken)
+	cmd.Env = childEnv(append(a.adminTLS.cliEnv(), "AIRLOCK_ADMIN_URL="+a.AdminURL, "AIRLOCK_ADMIN_TOKEN="+adminToken)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -48,8 +48,41 @@ func (e *Engine) Wait(ctx context.Context, ref state.Ref, d time.Duration) (stat
 	}
 }
 
+// ErrApprovalPending is returned (wrapped, with a message such as
+// "approval 1 of 2 recorded (alice); pending a second approver") by
+// Approve when the approval was recorded but gate.approvals_required asks
+// for more approvers: the image is unchanged, and not served. It is an
+// error so that no caller mistakes a recorded approval for an approved
+// image.
+var ErrApprovalPending = errors.New("approval pending")
+
+// pendingError is ErrApprovalPending with what was recorded, in words.
+type pendingError struct{ msg string }
+
+func (p pendingError) Error() string { return p.msg }
+func (p pendingError) Unwrap() error { return ErrApprovalPending }
+
+// ApprovalsRequired is how many different approvers an admin approval
+// needs (gate.approvals_required; at least 1).
+func (e *Engine) ApprovalsRequired() int { return max(e.cfg.ApprovalsRequired, 1) }
+
 // Approve approves ref by an admin's decision. The image's content must
 // be complete: an image is never approved before it is fetched.
+//
+// With gate.approvals_required n > 1 ("four eyes" for 2), the approval
+// takes effect only once n different identities of the admin API have
+// approved (state.Store.Approve): until then each one is recorded on the
+// image (audit action "approve", state unchanged, reason "approval k of
+// n: ...") and Approve returns the record with an error wrapping
+// ErrApprovalPending; the same identity approving again counts once and
+// is refused (state.ErrSameApprover). The rule holds for every admin
+// approval, from awaiting-approval, rejected, revoked and failed alike:
+// each overrides or completes what the pipeline concluded. Pending
+// approvals belong to the image's current state: a revoke, a rescan or
+// the pipeline moving the image clears them, and each expires after
+// state.ApprovalTTL (7 days), so a stale approval cannot be completed
+// months later. The bootstrap admin is one identity like any other. A
+// pending approval emits no event: the image's state did not change.
 func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, error) {
 	img, err := e.store.Image(ref)
 	if errors.Is(err, state.ErrNotFound) {
@@ -68,26 +101,46 @@ func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, erro
 	}
 	// Images still in the pipeline finish it first; an admin decides on
 	// what the pipeline concluded.
-	from := []state.State{state.StateAwaitingApproval, state.StateRejected, state.StateRevoked, state.StateFailed}
+	c := state.Change{
+		From:   []state.State{state.StateAwaitingApproval, state.StateRejected, state.StateRevoked, state.StateFailed},
+		To:     state.StateApproved,
+		Actor:  actor,
+		Action: "approve",
+		Reason: reason,
+	}
+	var kind state.JobKind
 	if len(e.stepsNamed("sign")) > 0 {
 		// Approved images are signed first: the image is served once the
 		// sign job has attached Airlock's signature.
-		img, err = e.store.Hand(ref, state.JobSign, state.Change{From: from, To: state.StateSigning, Actor: actor, Action: "approve", Reason: reason})
-		if err != nil {
-			return img, fmt.Errorf("approve %s: %w", ref, err)
-		}
-		e.Wake()
-		e.log.Info("state change", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason)
-		return img, nil
+		c.To, kind = state.StateSigning, state.JobSign
 	}
-	img, err = e.store.Transition(ref, state.Change{
-		From: from, To: state.StateApproved, Actor: actor, Action: "approve", Reason: reason,
-	})
+	img, q, err := e.store.Approve(ref, e.ApprovalsRequired(), kind, c)
 	if err != nil {
 		return img, fmt.Errorf("approve %s: %w", ref, err)
 	}
-	e.log.Info("state change", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason)
+	if !q.Approved {
+		msg := fmt.Sprintf("approval %d of %d recorded (%s); pending %s", q.Count, q.Required, strings.Join(q.Approvers, ", "), stillNeeded(q))
+		e.log.Info("approval recorded", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason, "approvals", q.Count, "required", q.Required)
+		return img, pendingError{msg: msg}
+	}
+	if kind != "" {
+		e.Wake()
+	}
+	e.log.Info("state change", "image", ref.String(), "state", img.State, "actor", actor, "reason", reason, "approvers", strings.Join(q.Approvers, ","))
 	return img, nil
+}
+
+// stillNeeded says in words who else must approve: "a second approver",
+// or "2 more approvers".
+func stillNeeded(q state.Quorum) string {
+	if q.Required-q.Count > 1 {
+		return fmt.Sprintf("%d more approvers", q.Required-q.Count)
+	}
+	ordinals := []string{"", "first", "second", "third", "fourth", "fifth"}
+	if q.Required < len(ordinals) {
+		return "a " + ordinals[q.Required] + " approver"
+	}
+	return "one more approver"
 }
 
 // revocable lists the states an image can be revoked from.

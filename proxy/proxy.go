@@ -68,6 +68,8 @@ type Server struct {
 	redirect time.Duration
 	// pullRec gathers pull records (nil: off); see recordPull.
 	pullRec *pullrec.Recorder
+	// auth checks credentials (nil: anonymous pulls); see auth.go.
+	auth Authenticator
 
 	tagMu    sync.Mutex
 	tagCache map[string]cachedTag
@@ -119,6 +121,9 @@ func (s *Server) Handler() http.Handler {
 	r.HandleFunc("/v2/{name:.+}/tags/list", s.tags).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v2/{name:.+}/referrers/{digest}", s.referrers).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	if s.auth != nil {
+		r.HandleFunc("/token", s.auth.ServeToken).Methods(http.MethodGet, http.MethodHead)
+	}
 	r.MethodNotAllowedHandler = http.HandlerFunc(unsupported)
 	r.NotFoundHandler = http.HandlerFunc(notFound)
 	return s.middleware(r)
@@ -136,6 +141,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			// OCI distribution spec, registry proxying: echo the namespace honoured.
 			rec.Header().Set("OCI-Namespace", sanitizeHeader(ns))
 		}
+		user := ""
 		defer func() {
 			if v := recover(); v != nil {
 				s.log.Error("panic serving request", "path", r.URL.Path, "panic", v)
@@ -146,10 +152,14 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
 			s.log.Info("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
 				"status", rec.status, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond),
-				"remote", r.RemoteAddr, "ua", r.UserAgent())
+				"remote", r.RemoteAddr, "ua", r.UserAgent(), "user", user)
 		}()
 		if queryErr != "" {
 			writeError(rec, r, http.StatusBadRequest, CodeUnsupported, queryErr)
+			return
+		}
+		var ok bool
+		if user, ok = s.authorize(rec, r); !ok {
 			return
 		}
 		next.ServeHTTP(rec, r)

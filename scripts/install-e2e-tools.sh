@@ -4,7 +4,10 @@
 #   their own with a signature DB written at run time), skopeo, containerd (ctr), podman, docker.io (dockerd and
 #   /usr/bin/docker), busybox-static (a static /bin/busybox for runnable test
 #   images), postgresql (initdb/postgres under /usr/lib/postgresql/<major>/bin,
-#   which internal/pgtest runs as throwaway servers; not on PATH);
+#   which internal/pgtest runs as throwaway servers; not on PATH),
+#   apache2-utils (htpasswd -B, for the pull authentication tests),
+#   chromium (headless, for the web console's browser tests, e2e/console_test.go;
+#   its libfontconfig1 brings fonts-dejavu-core, the text of their screenshots);
 #   Go module proxy: crane, at the go-containerregistry version in go.mod;
 #   the MinIO server (a real S3 implementation for the S3 content-store
 #   tests), at a pinned version (a cold build takes ~3-5 min on 2 cores).
@@ -35,6 +38,8 @@ pkgs=(
   busybox-static:/bin/busybox
   'postgresql:/usr/lib/postgresql/*/bin/initdb'
   clamav-daemon:/usr/sbin/clamd
+  apache2-utils:/usr/bin/htpasswd
+  chromium:/usr/bin/chromium
 )
 need=()
 for p in "${pkgs[@]}"; do

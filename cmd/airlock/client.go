@@ -53,15 +53,20 @@ func subcommandFlags(name, usage string, subs []string, args []string, stdout, s
 }
 
 // adminFlags are the flags every admin command takes: where the admin API
-// is and the token file.
+// is, the token file, and for an https:// admin API the CA and client
+// certificate (clienttls.go).
 type adminFlags struct {
-	url, tokenFile *string
+	url, tokenFile        *string
+	caCert, cert, certKey *string
 }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
 		url:       fs.String("admin-url", envOr("AIRLOCK_ADMIN_URL", "http://127.0.0.1:5001"), "admin API base URL"),
 		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $AIRLOCK_ADMIN_TOKEN)"),
+		caCert:    fs.String("cacert", os.Getenv("AIRLOCK_CACERT"), "PEM CA bundle to verify an https:// admin API with, instead of the system roots ($AIRLOCK_CACERT)"),
+		cert:      fs.String("cert", os.Getenv("AIRLOCK_CLIENT_CERT"), "PEM client certificate, for an admin API with admin.tls.client_ca_file ($AIRLOCK_CLIENT_CERT)"),
+		certKey:   fs.String("key", os.Getenv("AIRLOCK_CLIENT_KEY"), "PEM private key of --cert ($AIRLOCK_CLIENT_KEY)"),
 	}
 }
 
@@ -79,7 +84,11 @@ func (f adminFlags) client(timeout time.Duration) (*adminClient, error) {
 	if token == "" {
 		return nil, errors.New("no admin token: set AIRLOCK_ADMIN_TOKEN or pass --token-file")
 	}
-	return &adminClient{base: strings.TrimRight(*f.url, "/"), token: token, http: &http.Client{Timeout: timeout}}, nil
+	tr, err := f.transport()
+	if err != nil {
+		return nil, err
+	}
+	return &adminClient{base: strings.TrimRight(*f.url, "/"), token: token, http: &http.Client{Timeout: timeout, Transport: tr}}, nil
 }
 
 // parse parses args with fs (flags may come after the positional
@@ -372,7 +381,9 @@ func (c *adminClient) raw(method, path string, body any, w io.Writer) error {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	// 202: an approval recorded while more approvers are needed
+	// (gate.approvals_required); its answer says so in "message".
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		var e struct {
 			Error string `json:"error"`

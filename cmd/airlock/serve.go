@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
-	"golang.org/x/net/netutil"
 	// The KMS providers signing.kms can name.
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	_ "github.com/sigstore/sigstore/pkg/signature/kms/aws"
@@ -29,10 +28,13 @@ import (
 
 	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/console"
 	"github.com/airlockproxy/airlock/events"
 	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/listener"
 	"github.com/airlockproxy/airlock/malware"
 	"github.com/airlockproxy/airlock/proxy"
+	"github.com/airlockproxy/airlock/pullauth"
 	"github.com/airlockproxy/airlock/pullrec"
 	"github.com/airlockproxy/airlock/retention"
 	"github.com/airlockproxy/airlock/scan"
@@ -74,6 +76,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := cfg.CheckFiles(); err != nil {
+		return fmt.Errorf("config %s: %w", *file, err)
+	}
+	if err := cfg.CheckTLSFiles(); err != nil {
 		return fmt.Errorf("config %s: %w", *file, err)
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -182,7 +187,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 	// Pull records: gathered in memory, written by pullRec.Run (nil when off).
 	pullRec := pullrec.New(store, cfg.Pulls, pullrec.WithLogger(log))
-	registry := proxy.New(cfg, store, cs, engine, ups, proxy.WithLogger(log), proxy.WithPullRecorder(pullRec))
+	proxyOpts := []proxy.Option{proxy.WithLogger(log), proxy.WithPullRecorder(pullRec)}
+	if cfg.Registry.Auth.Enabled() {
+		// Pull authentication (package pullauth): htpasswd users and API
+		// tokens log in through the registry token flow.
+		pa, err := pullauth.New(cfg.Registry.Auth, store, pullauth.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		proxyOpts = append(proxyOpts, proxy.WithAuth(pa))
+		log.Info("pull authentication on", "htpasswd", cfg.Registry.Auth.Htpasswd)
+	}
+	registry := proxy.New(cfg, store, cs, engine, ups, proxyOpts...)
 	// Retention and content GC: `airlock gc`, and every retention.interval.
 	collector := retention.New(store, cs, cfg.Retention, retention.WithLogger(log))
 	// Watched repositories (watch/): the config's watch: list plus those
@@ -242,23 +258,51 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		servers = append(servers, newServer(cfg.Admin.Listen, adm.Handler(), log))
+		// The web console (/ui/) shares the admin listener: it is a
+		// client of the admin API, in process (package console).
+		consOpts := []console.Option{console.WithLogger(log)}
+		if cfg.Admin.OIDC.Enabled() {
+			s, err := newConsoleSSO(ctx, cfg.Admin.OIDC, log)
+			if err != nil {
+				return err
+			}
+			consOpts = append(consOpts, console.WithSSO(s))
+		}
+		cons, err := console.New(adm, store, consOpts...)
+		if err != nil {
+			return err
+		}
+		adminMux := http.NewServeMux()
+		adminMux.Handle("/ui/", cons.Handler())
+		adminMux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+		adminMux.Handle("/", adm.Handler())
+		adminSrv := newServer(cfg.Admin.Listen, adminMux, log)
+		// Shutdown waits for open requests: end the console's live
+		// update streams, which never end by themselves.
+		adminSrv.RegisterOnShutdown(cons.Close)
+		servers = append(servers, adminSrv)
 		apis = append(apis, "admin")
 	}
 
 	var lns []net.Listener
+	schemes := make([]string, len(servers))
 	for i, srv := range servers {
-		ln, err := net.Listen("tcp", srv.Addr)
+		// Package listener: TLS from files reloaded on change, client
+		// certificates (mTLS), the registry's connection bound.
+		lo := listener.Options{TLS: cfg.TLS, Field: "tls", MaxConnections: cfg.Limits.MaxConnections, Logger: log}
+		if apis[i] == "admin" {
+			lo = listener.Options{TLS: cfg.Admin.TLS, Field: "admin.tls", HTTP2: true, Logger: log}
+		}
+		ln, err := listener.Listen(srv.Addr, lo)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
 			return fmt.Errorf("listen %s: %w", srv.Addr, err)
 		}
-		if apis[i] == "registry" && cfg.Limits.MaxConnections > 0 {
-			// Bounded connections keep a flood of (idle) clients from
-			// exhausting file descriptors and memory; others queue.
-			ln = netutil.LimitListener(ln, cfg.Limits.MaxConnections)
+		schemes[i] = "http"
+		if lo.TLS.Enabled() {
+			schemes[i] = "https"
 		}
 		lns = append(lns, ln)
 	}
@@ -329,7 +373,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}()
 	}
 	for i, srv := range servers {
-		log.Info("listening", "addr", lns[i].Addr().String(), "api", apis[i])
+		log.Info("listening", "addr", lns[i].Addr().String(), "api", apis[i], "scheme", schemes[i])
 		go func() {
 			if err := srv.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err

@@ -13,15 +13,18 @@ import (
 )
 
 const tokensUsage = `Usage:
-  airlock tokens create --name NAME --role viewer|approver|admin [--expires 90d] [--json]
+  airlock tokens create --name NAME --role puller|viewer|approver|admin [--expires 90d] [--json]
   airlock tokens list [--json]
   airlock tokens revoke NAME
 
 API tokens of people and robots (admin role needed). create prints the
 token once: it is stored only as a hash. NAME is the audit actor of the
-token's actions. Roles: viewer reads everything; approver also approves,
-revokes, rescans, pins and unpins; admin also manages tokens, imports the
-vulnerability DB, reloads malware signatures, runs gc and changes watches.
+token's actions. Roles: puller may only pull from the registry API when
+registry.auth is on (docker login with the token's name and secret) and
+is refused by every admin API route; viewer reads everything; approver
+also approves, revokes, rescans, pins and unpins; admin also manages
+tokens, imports the vulnerability DB, reloads malware signatures, runs gc
+and changes watches. Any active token may pull.
 --expires is days ("90d", the default), a Go duration ("12h") or "never".
 
 Flags:
@@ -36,7 +39,7 @@ func tokensCommand(args []string, stdout, stderr io.Writer) error {
 	conn := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	name := fs.String("name", "", "create: the token's name, [a-z0-9][a-z0-9._-]{0,63}")
-	role := fs.String("role", "", "create: viewer, approver or admin")
+	role := fs.String("role", "", "create: puller, viewer, approver or admin")
 	expires := fs.String("expires", "90d", `create: lifetime, days ("90d"), a Go duration or "never"`)
 	positional, c, err := conn.parse(fs, args[1:], stdout, 30*time.Second)
 	if err != nil {
@@ -45,7 +48,7 @@ func tokensCommand(args []string, stdout, stderr io.Writer) error {
 	switch sub {
 	case "create":
 		if len(positional) != 0 || *name == "" || *role == "" {
-			return errors.New("usage: airlock tokens create --name NAME --role viewer|approver|admin [--expires 90d]")
+			return errors.New("usage: airlock tokens create --name NAME --role puller|viewer|approver|admin [--expires 90d]")
 		}
 		var out admin.TokenCreated
 		req := admin.TokenRequest{Name: *name, Role: admin.Role(*role), Expires: *expires}

@@ -33,23 +33,29 @@ func (s *Store) Enqueue(ref Ref, kind JobKind, actor string) (Job, bool, error) 
 func (s *Store) Hand(ref Ref, kind JobKind, c Change) (Image, error) {
 	var img Image
 	err := s.update(func(tx kv.Tx) error {
-		now := s.now().UTC()
 		var err error
-		if img, err = transition(tx, ref, c, now); err != nil {
-			return err
-		}
-		if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
-			// A job that still waits (a retry, a rescan) is replaced.
-			var old Job
-			if err := getJSON(tx.Bucket(bucketJobs), id, &old); err == nil {
-				if err := deleteJob(tx, old); err != nil {
-					return err
-				}
-			}
-		}
-		_, err = enqueue(tx, Job{Kind: kind, Image: ref, Created: now, Actor: c.Actor, Reason: c.Reason})
+		img, err = hand(tx, ref, kind, c, s.now().UTC())
 		return err
 	})
+	return img, err
+}
+
+// hand is Hand inside the caller's transaction.
+func hand(tx kv.Tx, ref Ref, kind JobKind, c Change, now time.Time) (Image, error) {
+	img, err := transition(tx, ref, c, now)
+	if err != nil {
+		return img, err
+	}
+	if id := tx.Bucket(bucketJobIndex).Get([]byte(ref.String())); id != nil {
+		// A job that still waits (a retry, a rescan) is replaced.
+		var old Job
+		if err := getJSON(tx.Bucket(bucketJobs), id, &old); err == nil {
+			if err := deleteJob(tx, old); err != nil {
+				return img, err
+			}
+		}
+	}
+	_, err = enqueue(tx, Job{Kind: kind, Image: ref, Created: now, Actor: c.Actor, Reason: c.Reason})
 	return img, err
 }
 

@@ -67,6 +67,7 @@ var buckets = [][]byte{
 	bucketOutbox, bucketOutboxMeta, bucketEventSinks,
 	bucketWatches,
 	bucketTokens,
+	bucketSessions,
 }
 
 // Open opens (creating if needed) the bbolt file at path. It fails fast,
@@ -233,7 +234,7 @@ func (s *Store) Request(ref Ref, actor string) (Image, bool, error) {
 		if img.State == StateFailed {
 			from := img.State
 			img.State, img.Reason, img.Attempts, img.Updated = StatePending, "queued again by a pull", 0, now
-			img.RetryAt = time.Time{}
+			img.RetryAt, img.Approvals = time.Time{}, nil
 			if err := putJSON(images, key, &img); err != nil {
 				return err
 			}
@@ -336,6 +337,9 @@ func transition(tx kv.Tx, ref Ref, c Change, now time.Time) (Image, error) {
 	if c.To != "" {
 		img.State = c.To
 		img.Reason = c.Reason
+		// Pending approvals were given to the image as it was: any
+		// decision that sets its state (even the same one again) ends them.
+		img.Approvals = nil
 	}
 	img.Updated = now
 	if img.State == StateApproved && from != StateApproved {

@@ -160,6 +160,11 @@ type Image struct {
 	PullCount  int64     `json:"pull_count,omitempty"`
 	// Pinned exempts the image from retention (airlock pin).
 	Pinned bool `json:"pinned,omitempty"`
+	// Approvals are the pending approvals of an admin approval that needs
+	// more than one approver (gate.approvals_required), oldest first. They
+	// belong to the image's current state: every transition that sets a
+	// state clears them (see Store.Approve).
+	Approvals []Approval `json:"approvals,omitempty"`
 }
 
 // Descriptor points at a manifest Airlock stores.

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/airlockproxy/airlock/admin"
+	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/console"
+	"github.com/airlockproxy/airlock/gate"
+	"github.com/airlockproxy/airlock/internal/oidctest"
+	"github.com/airlockproxy/airlock/storage/state"
+)
+
+// ssoConsole serves the console with single sign-on through consoleSSO to
+// the OpenID provider idp, as serve wires it, on an https test server.
+func ssoConsole(t *testing.T, idp *oidctest.Provider) (*httptest.Server, *consoleSSO) {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	adm, err := admin.New(gate.New(st, config.Gate{}, nil), st, "bootstrap-token", admin.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	t.Cleanup(srv.Close)
+	callback := srv.URL + "/ui/login/oidc/callback"
+	idp.AllowRedirectURI(callback)
+	t.Setenv("AIRLOCK_TEST_OIDC_SECRET", idp.ClientSecret)
+	s, err := newConsoleSSO(context.Background(), config.OIDC{
+		Issuer: idp.Issuer, ClientID: idp.ClientID, ClientSecretEnv: "AIRLOCK_TEST_OIDC_SECRET",
+		RedirectURL: callback, Roles: map[string]string{"reviewers": "approver"},
+	}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := console.New(adm, st, console.WithLogger(quiet), console.WithSSO(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cons.Close)
+	h = cons.Handler()
+	return srv, s
+}
+
+// TestConsoleSSO signs people in to the console through a real OpenID
+// provider: a person whose group maps to a role gets a session as
+// "oidc:<name>" with that role; one without a mapped group is refused.
+func TestConsoleSSO(t *testing.T) {
+	idp := oidctest.Start(t,
+		oidctest.User{Username: "alice", Password: "alice-pw", Groups: []string{"reviewers"}},
+		oidctest.User{Username: "mallory", Password: "mallory-pw", Groups: []string{"interns"}})
+	srv, _ := ssoConsole(t, idp)
+	browser := func() *http.Client {
+		jar, err := cookiejar.New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: srv.Client().Transport, Jar: jar}
+	}
+
+	resp, err := idp.SignIn(browser(), srv.URL+"/ui/login/oidc", "alice", "alice-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/ui/" ||
+		!strings.Contains(string(body), `<strong id="me" data-role="approver">oidc:alice</strong>`) {
+		t.Fatalf("after single sign-on: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+
+	resp, err = idp.SignIn(browser(), srv.URL+"/ui/login/oidc", "mallory", "mallory-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), `id="me"`) {
+		t.Errorf("a person without a mapped group: %d, want 403 and no session:\n%s", resp.StatusCode, body)
+	}
+}
+
+// TestConsoleSSOUnreachable: an identity provider that cannot be reached
+// at start does not stop Airlock; single sign-on answers 503 meanwhile.
+func TestConsoleSSOUnreachable(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := newConsoleSSO(context.Background(), config.OIDC{
+		Issuer: "http://127.0.0.1:1", ClientID: "airlock",
+		RedirectURL: "https://airlock.example/ui/login/oidc/callback", Roles: map[string]string{"g": "viewer"},
+	}, quiet)
+	if err != nil {
+		t.Fatalf("an unreachable provider failed the start: %v", err)
+	}
+	rec := httptest.NewRecorder()
+	s.Start(rec, httptest.NewRequest(http.MethodGet, "/ui/login/oidc", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("sign-on start with the provider unreachable: %d, want 503", rec.Code)
+	}
+	if _, _, err := s.Finish(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/ui/login/oidc/callback", nil)); err == nil {
+		t.Error("a callback with the provider unreachable succeeded")
+	}
+}
+
+// TestConsoleSSOConfig: what retrying cannot fix fails the start: a
+// callback path the console cannot serve (outside /ui/login/, one of its
+// pages, or a pattern), and an unset client secret variable.
+func TestConsoleSSOConfig(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	base := config.OIDC{Issuer: "http://127.0.0.1:1", ClientID: "airlock", Roles: map[string]string{"g": "viewer"}}
+	for _, c := range []struct {
+		name, redirect, secretEnv, want string
+	}{
+		{"outside the console", "https://a.example/oidc/callback", "", "under /ui/login/"},
+		{"the console's root", "https://a.example/ui/", "", "under /ui/login/"},
+		{"the start path", "https://a.example/ui/login/oidc", "", "path of its own"},
+		{"a pattern", "https://a.example/ui/login/{x}", "", "under /ui/login/"},
+		{"dot segments", "https://a.example/ui/login/../images/x", "", "under /ui/login/"},
+		{"secret unset", "https://a.example/ui/login/oidc/callback", "AIRLOCK_TEST_UNSET_SECRET", "AIRLOCK_TEST_UNSET_SECRET"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := base
+			cfg.RedirectURL, cfg.ClientSecretEnv = c.redirect, c.secretEnv
+			_, err := newConsoleSSO(context.Background(), cfg, quiet)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %v, want one saying %q", err, c.want)
+			}
+		})
+	}
+}
