@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,7 +61,9 @@ func startBrowser(t *testing.T) *browser {
 		chromedp.CombinedOutput(b.log),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	// chromedp's own messages go to the output buffer, not t.Logf: one
+	// logged by a goroutine after the test ended would panic.
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(b.logf), chromedp.WithErrorf(b.logf))
 	// Cleanups run last-in first-out: the browser stops (and is reaped)
 	// before t.TempDir removes its profile.
 	t.Cleanup(func() {
@@ -79,6 +82,11 @@ func startBrowser(t *testing.T) *browser {
 	t.Logf("chromium %s started in %s", exe, time.Since(start).Round(time.Millisecond))
 	b.ctx = ctx
 	return b
+}
+
+// logf adds a chromedp message to the output buffer.
+func (b *browser) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "chromedp: "+format+"\n", args...)
 }
 
 // output is what Chromium printed, without the lines about D-Bus: a
@@ -104,16 +112,9 @@ type tab struct {
 	dialogs []string // JavaScript dialogs the page opened (alert, confirm, prompt)
 }
 
-// tab opens a new tab sharing the browser's cookies (the same person in
-// a second tab).
-func (b *browser) tab(name string) *tab {
-	b.t.Helper()
-	ctx, cancel := chromedp.NewContext(b.ctx)
-	return b.open(name, ctx, cancel)
-}
-
 // person opens a tab in a new browser context: its own cookie jar, as
-// another person on another machine would have.
+// another person on another machine would have. (The browser's first tab
+// is only the handle of the browser; no test uses it.)
 func (b *browser) person(name string) *tab {
 	b.t.Helper()
 	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
@@ -329,9 +330,13 @@ func (tb *tab) cookies(u string) []*network.Cookie {
 	})
 }
 
-// jsString quotes s as a JavaScript string literal (JSON is a subset).
+// jsString quotes s as a JavaScript string literal (a JSON string is one).
 func jsString(s string) string {
-	return fmt.Sprintf("%q", s) // Go's %q is valid JSON/JS for the ASCII selectors used here
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a string always marshals
+	}
+	return string(b)
 }
 
 func jsStrings(ss []string) string {
@@ -351,7 +356,9 @@ type syncBuffer struct {
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 { // bounded: only the tail is ever shown
+	if s.b.Len() > 1<<20 {
+		// Bounded: a browser that never stops printing cannot fill the
+		// test's memory. The first MiB is kept.
 		return len(p), nil
 	}
 	return s.b.Write(p)

@@ -19,18 +19,22 @@ import (
 )
 
 // The web console (package console, /ui/ on the admin listener) in a real
-// headless Chromium: see browser_test.go for the harness and
-// /work/helpers/CONSOLE.md's DOM contract (ids and data attributes) for
-// what the tests click and read.
+// headless Chromium: see browser_test.go for the harness. The tests click
+// and read only the console's DOM contract: the ids and data attributes
+// its templates promise (form.login, input#token, a#sso, strong#me,
+// p#live, table#queue, tr[data-image], [data-state-for], a.act-*,
+// form#action-form, textarea#reason, button#confirm, p#notice,
+// span#state, #actions a#approve|#revoke|#rescan, #timeline,
+// table#packages, table#vulns tr.vuln[data-severity], #error-message).
 //
 // The browser talks to http://127.0.0.1:<admin port>, the address the
-// harness's airlock listens on. The session cookie is Secure, and
-// Chromium stores a Secure cookie set over plain http only from a
-// "potentially trustworthy" origin: http://localhost and the loopback
-// addresses 127.0.0.0/8 and [::1] are (W3C Secure Contexts, section 3.2;
-// Chromium's network::IsUrlPotentiallyTrustworthy). TestConsoleSignIn
-// checks that the cookie was stored with its flags, so a Chromium that
-// stopped trusting 127.0.0.1 would fail there, not somewhere obscure.
+// harness's airlock listens on, over plain http. The session cookie is
+// Secure; Chromium accepts a Secure cookie over http from a "potentially
+// trustworthy" origin, which http://localhost and the loopback addresses
+// 127.0.0.0/8 and [::1] are (W3C Secure Contexts, "Is origin potentially
+// trustworthy?"), so no localhost alias is needed. checkSessionCookie
+// reads the stored cookie and its flags back from the browser, so a
+// Chromium that stopped trusting 127.0.0.1 would fail there, plainly.
 
 // consoleToken creates an API token with role through the CLI (as an
 // admin would) and returns its secret.
@@ -98,7 +102,7 @@ func TestConsoleSignIn(t *testing.T) {
 	anon.run("wrong token",
 		chromedp.SendKeys(chromedp.CSS("input#token"), "e2e-wrong-console-token-5a1e"),
 		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`form.login ~ p.error, p.error[role=alert]`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.error[role=alert]`)),
 	)
 	if msg := anon.text(`p.error[role=alert]`); !strings.Contains(msg, "not valid") {
 		t.Errorf("wrong token: the sign-in page says %q, want that the token is not valid", msg)
@@ -263,6 +267,7 @@ func TestConsoleApproveLive(t *testing.T) {
 
 	const reason = "e2e: reviewed in the console"
 	eval[bool](alice, `(document.getElementById("reason").value = "", true)`)
+	approved := time.Now()
 	alice.run("approve with a reason",
 		chromedp.SendKeys(chromedp.CSS("textarea#reason"), reason),
 		chromedp.Click(chromedp.CSS("button#confirm")),
@@ -277,6 +282,7 @@ func TestConsoleApproveLive(t *testing.T) {
 
 	// Tab 2 shows the change by itself, in the same document.
 	got := queue.waitText(stateFor(image), 20*time.Second, "signing", "approved")
+	t.Logf("the queue tab showed %q %s after the approve click", got, time.Since(approved).Round(time.Millisecond))
 	if !eval[bool](queue, `window.__sameDocument === true`) {
 		t.Errorf("the queue tab was reloaded; the state must change through the live updates")
 	}
@@ -401,6 +407,11 @@ func TestConsoleViewer(t *testing.T) {
 		t.Errorf("the viewer's forged approve form answered %d, want 403", resp.Status)
 	}
 	victor.run("refusal shown", chromedp.WaitVisible(chromedp.CSS("#error-message")))
+	// The CSRF token was right: the refusal is the API's role check, not
+	// the console's form check.
+	if msg := victor.text("#error-message"); !strings.Contains(msg, "role viewer may not") {
+		t.Errorf("the forged approve was refused with %q; want the API's role refusal", msg)
+	}
 	victor.screenshot("viewer-forged-approve")
 
 	if d, _ := al.image(t, image); d.Image.State != "awaiting-approval" {

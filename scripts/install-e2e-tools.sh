@@ -6,6 +6,7 @@
 #   images), postgresql (initdb/postgres under /usr/lib/postgresql/<major>/bin,
 #   which internal/pgtest runs as throwaway servers; not on PATH),
 #   apache2-utils (htpasswd -B, for the pull authentication tests),
+#   curl (a non-Go TLS client for the mTLS tests, e2e/tls_test.go),
 #   chromium (headless, for the web console's browser tests, e2e/console_test.go;
 #   its libfontconfig1 brings fonts-dejavu-core, the text of their screenshots);
 #   Go module proxy: crane, at the go-containerregistry version in go.mod;
@@ -39,6 +40,7 @@ pkgs=(
   'postgresql:/usr/lib/postgresql/*/bin/initdb'
   clamav-daemon:/usr/sbin/clamd
   apache2-utils:/usr/bin/htpasswd
+  curl:/usr/bin/curl
   chromium:/usr/bin/chromium
 )
 need=()
