@@ -59,11 +59,15 @@ test: vet fmt-check test-unit test-e2e test-ha fuzz
 test-unit:
 	$(GO) test -race $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/e2e/')
 
+# Where test-e2e keeps test artifacts (t.ArtifactDir): the console's
+# browser screenshots, for review.
+ARTIFACTS ?= $(CURDIR)/test-artifacts
+
 ## test-e2e: the end-to-end tests (they build and run the real binary: no -race,
 ##           and -count=1 because the test cache cannot see what a subprocess reads)
 test-e2e:
 	@if compgen -G 'e2e/*_test.go' >/dev/null; then \
-	  echo "$(GO) test -count=1 ./e2e/"; $(GO) test -count=1 ./e2e/; \
+	  echo "$(GO) test -count=1 -artifacts -outputdir $(ARTIFACTS) ./e2e/"; $(GO) test -count=1 -artifacts -outputdir $(ARTIFACTS) ./e2e/; \
 	else \
 	  echo "e2e: no test files yet"; \
 	fi

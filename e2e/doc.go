@@ -24,6 +24,7 @@
 //	go test ./e2e/ -count=1 -v -run 'TestConsole' -artifacts -outputdir /tmp/airlock-shots
 //
 // and otherwise written to a temporary directory removed after the test.
+// `make test` (test-e2e) keeps them under test-artifacts/ (ARTIFACTS=DIR).
 // A failing browser step also saves a screenshot, named failed-<step>.
 //
 // This file exists so that the package has a non-test file; all the code is

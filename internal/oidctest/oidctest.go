@@ -43,9 +43,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -149,7 +151,10 @@ func Start(t testing.TB, users ...User) *Provider {
 	// write a package-wide map that parallel tests share).
 	clients := map[string]*storage.Client{p.ClientID: storage.WebClient(p.ClientID, p.ClientSecret)}
 	st := &idpStorage{Storage: storage.NewStorageWithClients(us, clients), p: p, users: us}
-	handler := exampleop.SetupServer(p.Issuer, st, nil, false)
+	// The example provider logs every request at INFO through the
+	// process's default logger, and a logger given here replaces that
+	// default: keep the test process's output to warnings.
+	handler := exampleop.SetupServer(p.Issuer, st, quietLogger, false)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -351,3 +356,7 @@ type foreignKey struct {
 }
 
 func (f foreignKey) Key() any { return f.key }
+
+// quietLogger is the test process's default logger once a provider runs:
+// warnings and errors only, to stderr.
+var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
