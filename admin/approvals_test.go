@@ -2,19 +2,11 @@ package admin
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/gorilla/mux"
-	"github.com/opencontainers/go-digest"
-
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -23,33 +15,9 @@ import (
 // 409 when the same approver tries again, and 200 once a second one
 // approves; the image's detail shows the pending approvals.
 func TestApproveStatuses(t *testing.T) {
-	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s, err := New(gate.New(st, config.Gate{ApprovalsRequired: 2}, nil), st, bootstrap, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := s.Handler().(*mux.Router)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	a := &testAPI{store: st, srv: srv, h: h}
+	a := newTestAPI(t, config.Gate{ApprovalsRequired: 2})
 	alice, bob := a.token(t, "alice", RoleApprover), a.token(t, "bob", RoleApprover)
-
-	ref := state.Ref{Upstream: "docker.io", Repository: "library/app", Digest: digest.FromString("app")}
-	if _, _, err := st.Request(ref, "test"); err != nil {
-		t.Fatal(err)
-	}
-	_, err = st.Transition(ref, state.Change{To: state.StateRejected, Actor: gate.ActorPipeline, Action: "step:policy", Reason: "critical CVE",
-		Mutate: func(i *state.Image) error {
-			i.MediaType, i.Size, i.ContentSize = "application/vnd.oci.image.manifest.v1+json", 100, 1000
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref := a.decidable(t, state.StateRejected, "critical CVE")
 	body := `{"image": "` + ref.String() + `", "reason": "accepted risk"}`
 	type answer struct {
 		ActionResult

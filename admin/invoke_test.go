@@ -4,16 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/opencontainers/go-digest"
-
-	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -22,21 +16,7 @@ import (
 // decisions are audited under that identity.
 func TestInvoke(t *testing.T) {
 	a := newTestAPI(t)
-	s, err := New(gate.New(a.store, config.Gate{}, nil), a.store, bootstrap, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := state.Ref{Upstream: "docker.io", Repository: "library/app", Digest: digest.FromString("app")}
-	if _, _, err := a.store.Request(ref, "pull"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.store.Transition(ref, state.Change{To: state.StateAwaitingApproval, Actor: state.ActorPipeline, Action: "test",
-		Mutate: func(i *state.Image) error {
-			i.MediaType, i.Size, i.ContentSize = "application/vnd.oci.image.manifest.v1+json", 100, 1000
-			return nil
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	ref := a.decidable(t, state.StateAwaitingApproval, "")
 	body, _ := json.Marshal(ActionRequest{Image: ref.String(), Reason: "looked at it"})
 	ctx := context.Background()
 
@@ -58,7 +38,7 @@ func TestInvoke(t *testing.T) {
 		} else {
 			rd = strings.NewReader("")
 		}
-		resp := s.Invoke(ctx, tc.id, tc.method, tc.path, rd, "application/json")
+		resp := a.api.Invoke(ctx, tc.id, tc.method, tc.path, rd, "application/json")
 		if resp.Status != tc.want {
 			t.Errorf("%s as %+v: %d %s, want %d", tc.method+" "+tc.path, tc.id, resp.Status, resp.Body, tc.want)
 		}

@@ -26,26 +26,50 @@ const bootstrap = "bootstrap-secret"
 // or garbage collector: their endpoints answer 404, which is enough to
 // tell an allowed call from a refused one.
 type testAPI struct {
+	api   *Server
 	store *state.Store
 	srv   *httptest.Server
 	h     *mux.Router
 }
 
-func newTestAPI(t *testing.T) *testAPI {
+// newTestAPI starts the API; gc, when given, configures the gate.
+func newTestAPI(t *testing.T, gc ...config.Gate) *testAPI {
 	t.Helper()
 	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := New(gate.New(st, config.Gate{}, nil), st, bootstrap, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	var g config.Gate
+	if len(gc) > 0 {
+		g = gc[0]
+	}
+	s, err := New(gate.New(st, g, nil), st, bootstrap, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := s.Handler().(*mux.Router)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testAPI{store: st, srv: srv, h: h}
+	return &testAPI{api: s, store: st, srv: srv, h: h}
+}
+
+// decidable puts docker.io/library/app, its content fetched, in state to
+// as the pipeline would leave it, with reason; an admin can decide on it.
+func (a *testAPI) decidable(t *testing.T, to state.State, reason string) state.Ref {
+	t.Helper()
+	ref := state.Ref{Upstream: "docker.io", Repository: "library/app", Digest: digest.FromString("app")}
+	if _, _, err := a.store.Request(ref, "pull"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.store.Transition(ref, state.Change{To: to, Actor: state.ActorPipeline, Action: "test", Reason: reason,
+		Mutate: func(i *state.Image) error {
+			i.MediaType, i.Size, i.ContentSize = "application/vnd.oci.image.manifest.v1+json", 100, 1000
+			return nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	return ref
 }
 
 // call makes one request and returns the status and body.
@@ -247,17 +271,7 @@ func TestTokenRequestsChecked(t *testing.T) {
 // token's name as actor, whatever the request's actor field says.
 func TestAuditActorIsTokenName(t *testing.T) {
 	a := newTestAPI(t)
-	ref := state.Ref{Upstream: "docker.io", Repository: "library/app", Digest: digest.FromString("app")}
-	if _, _, err := a.store.Request(ref, "pull"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.store.Transition(ref, state.Change{To: state.StateAwaitingApproval, Actor: state.ActorPipeline, Action: "test",
-		Mutate: func(i *state.Image) error {
-			i.MediaType, i.Size, i.ContentSize = "application/vnd.oci.image.manifest.v1+json", 100, 1000
-			return nil
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	ref := a.decidable(t, state.StateAwaitingApproval, "")
 	secret := a.token(t, "alice", RoleApprover)
 	body, _ := json.Marshal(ActionRequest{Image: ref.String(), Reason: "reviewed", Actor: "mallory"})
 	code, out := a.call(t, secret, http.MethodPost, "/api/v1/approve", string(body))
