@@ -49,6 +49,7 @@ run: build
 	echo "    ./$(BIN) approve docker.io/library/alpine:3.20 --reason 'reviewed'"; \
 	echo "    crane pull --insecure localhost:5000/library/alpine:3.20 alpine.tar   # served"; \
 	echo "    ./$(BIN) revoke docker.io/library/alpine:3.20 --reason 'withdrawn'"; \
+	echo "airlock: the web console is at http://127.0.0.1:5001/ui/ (sign in with the admin token)"; \
 	exec ./$(BIN) serve $(ARGS)
 
 ## test: vet, gofmt check, race-enabled unit tests, end-to-end tests (the

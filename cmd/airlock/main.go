@@ -37,7 +37,8 @@ Usage:
   airlock watch add|list|remove             watched repositories: matching tags are checked
                                             upstream and queued before anyone pulls them;
                                             see airlock watch --help
-  airlock tokens create|list|revoke         API tokens with a role (viewer, approver, admin);
+  airlock tokens create|list|revoke         API tokens with a role (viewer, approver, admin,
+                                            puller);
                                             see airlock tokens --help
   airlock images vulns IMAGE                show an image's vulnerabilities and policy decision
   airlock images sbom IMAGE [--format spdx|syft] [--platform P]
@@ -57,7 +58,10 @@ e.g. docker.io/library/alpine:3.20.
 
 Admin commands reach the admin API at $AIRLOCK_ADMIN_URL (default
 http://127.0.0.1:5001) with the token in $AIRLOCK_ADMIN_TOKEN or --token-file:
-the bootstrap admin.token or an API token (airlock tokens create).
+the bootstrap admin.token or an API token (airlock tokens create). For an
+https admin API (admin.tls): --cacert FILE ($AIRLOCK_CACERT) trusts its CA,
+and --cert/--key ($AIRLOCK_CLIENT_CERT, $AIRLOCK_CLIENT_KEY) present a client
+certificate. The web console is at <admin URL>/ui/.
 `
 
 func main() {
