@@ -1,11 +1,6 @@
 package config
 
-import (
-	"os"
-	"path/filepath"
-	"strings"
-	"testing"
-)
+import "testing"
 
 // TestApprovalsRequired covers gate.approvals_required: default 1, 1..5
 // loaded as written, anything else refused naming the key.
@@ -29,21 +24,7 @@ func TestApprovalsRequired(t *testing.T) {
 		{"gate: {approvals_required: two}", 0, "approvals_required"},
 	} {
 		t.Run(tc.yaml, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "airlock.yaml")
-			if err := os.WriteFile(p, []byte(tc.yaml+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			c, err := Load(p)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("Load = %v, want an error containing %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.Gate.ApprovalsRequired != tc.want {
+			if c := loadYAML(t, tc.yaml+"\n", tc.wantErr); c != nil && c.Gate.ApprovalsRequired != tc.want {
 				t.Errorf("approvals_required = %d, want %d", c.Gate.ApprovalsRequired, tc.want)
 			}
 		})

@@ -23,6 +23,24 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// loadYAML loads yaml from a fresh airlock.yaml. With wantErr it fails
+// unless Load's error contains wantErr, and returns nil; without, it
+// fails on any error.
+func loadYAML(t *testing.T, yaml, wantErr string) *Config {
+	t.Helper()
+	c, err := Load(writeConfig(t, yaml))
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("Load:\n%s\n= %v, want an error containing %q", yaml, err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("Load:\n%s\n= %v", yaml, err)
+	}
+	return c
+}
+
 // noEnvToken makes sure a token in the developer's environment does not
 // leak into a test.
 func noEnvToken(t *testing.T) {

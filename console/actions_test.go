@@ -15,7 +15,7 @@ import (
 // confirmation page to the admin API, are audited with the token's name
 // as the actor, and send the browser to the image's page with done=.
 func TestDecisions(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	b := e.browser(t).signIn(t, e.token(t, "arno", admin.RoleApprover))
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval, reason: "manual policy", tags: []string{"3.20"}})
 	img := ref.String()
@@ -70,7 +70,7 @@ func TestDecisions(t *testing.T) {
 // with a valid CSRF token is refused 403 by the admin API; an unknown
 // action is 404. None leaves a decision in the audit log.
 func TestDecisionRefusals(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	approver := e.browser(t).signIn(t, e.token(t, "arno", admin.RoleApprover))
 	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval, reason: "manual policy"})
@@ -157,7 +157,7 @@ func TestDecisionRefusals(t *testing.T) {
 // fallback; the API's message on what the tag serves now reaches the
 // image page's URL (msg=).
 func TestRevokeByTag(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	b := e.browser(t).signIn(t, e.token(t, "arno", admin.RoleApprover))
 	ref := e.image(t, imageSpec{repo: "library/nginx", state: state.StateApproved, reason: "ok"})
 	if _, err := e.store.RecordTag(ref.Upstream, ref.Repository, "1.27", ref.Digest, "application/vnd.oci.image.manifest.v1+json"); err != nil {
@@ -191,7 +191,7 @@ func TestRevokeByTag(t *testing.T) {
 // the same approver cannot approve twice, and a second approver's
 // approval approves.
 func TestFourEyes(t *testing.T) {
-	e := newEnv(t, config.Gate{ApprovalsRequired: 2})
+	e := newEnv(t, envOptions{gate: config.Gate{ApprovalsRequired: 2}})
 	alice := e.browser(t).signIn(t, e.token(t, "alice", admin.RoleApprover))
 	bob := e.browser(t).signIn(t, e.token(t, "bob", admin.RoleApprover))
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval, reason: "manual policy"})

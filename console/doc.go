@@ -14,7 +14,13 @@
 //     OpenID Connect (GET /ui/login/oidc, see package sso). A session lives in
 //     the state store (every replica knows it), its cookie is HttpOnly,
 //     Secure, SameSite=Strict, and a token's session ends when the token is
-//     revoked or expires.
+//     revoked or expires (checked at every request, and before every
+//     live update sent). An OIDC session keeps the role it signed in with
+//     for SessionTTL: a person removed at the provider is refused at the
+//     next sign-in, not sooner. A sign-in never adopts a cookie the
+//     browser already had, and one identity's sessions are bounded
+//     (state.MaxSessionsPerIdentity), so signing in in a loop ends only
+//     its own oldest sessions.
 //   - Every form carries the session's CSRF token ("csrf"); a POST without
 //     the right one is refused (403) before anything runs.
 //   - Upstream-controlled strings (image names, annotations, package names,

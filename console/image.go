@@ -152,31 +152,47 @@ type sortHeader struct {
 	AriaSort string
 }
 
-// sortHeaders builds the headers of columns (key, label pairs) for the
-// current sort ("key" or "-key").
-func sortHeaders(current string, cols ...string) []sortHeader {
-	out := make([]sortHeader, 0, len(cols)/2)
-	for i := 0; i+1 < len(cols); i += 2 {
-		h := sortHeader{Key: cols[i], Label: cols[i+1], Value: cols[i]}
-		switch current {
-		case cols[i]:
-			h.AriaSort, h.Value = "ascending", "-"+cols[i]
-		case "-" + cols[i]:
-			h.AriaSort = "descending"
-		}
-		out = append(out, h)
-	}
-	return out
+// sortColumn is a sortable column of a table: its key in the sort
+// parameter, its header's label, and how it orders two rows.
+type sortColumn[T any] struct {
+	key, label string
+	cmp        func(a, b T) int
 }
 
-// parseSort reads a sort parameter: a key of allowed, optionally with a
-// leading "-" (descending); anything else is def.
-func parseSort(v, def string, allowed ...string) (key string, desc bool, param string) {
-	k, d := strings.CutPrefix(v, "-")
-	if !slices.Contains(allowed, k) {
-		return parseSort(def, "", allowed...)
+// sortRows sorts rows stably by the column that the sort parameter v
+// names ("key", or "-key" for descending; anything else is def), ties
+// broken by tie, and returns the parameter in effect and the columns'
+// headers for it.
+func sortRows[T any](rows []T, v, def string, cols []sortColumn[T], tie func(a, b T) int) (string, []sortHeader) {
+	find := func(v string) (int, bool) {
+		k, desc := strings.CutPrefix(v, "-")
+		return slices.IndexFunc(cols, func(c sortColumn[T]) bool { return c.key == k }), desc
 	}
-	return k, d, v
+	i, desc := find(v)
+	if i < 0 {
+		v = def
+		i, desc = find(def)
+	}
+	by := cols[i].cmp
+	slices.SortStableFunc(rows, func(a, b T) int {
+		n := by(a, b)
+		if desc {
+			n = -n
+		}
+		return cmp.Or(n, tie(a, b))
+	})
+	headers := make([]sortHeader, 0, len(cols))
+	for _, c := range cols {
+		h := sortHeader{Key: c.key, Label: c.label, Value: c.key}
+		switch v {
+		case c.key:
+			h.AriaSort, h.Value = "ascending", "-"+c.key
+		case "-" + c.key:
+			h.AriaSort = "descending"
+		}
+		headers = append(headers, h)
+	}
+	return v, headers
 }
 
 // vulnTable is the vulnerability table with its filters.
@@ -436,6 +452,26 @@ func (c *Console) loadReport(r *http.Request, d *imageData, q url.Values) {
 	d.Packages = buildPackages(d.Report, q)
 }
 
+// vulnColumns are the sortable columns of the vulnerability table.
+var vulnColumns = []sortColumn[vulnRow]{
+	{"id", "Vulnerability", func(a, b vulnRow) int { return cmp.Compare(a.ID, b.ID) }},
+	{"severity", "Severity", func(a, b vulnRow) int { return cmp.Compare(a.Rank, b.Rank) }},
+	{"package", "Package", func(a, b vulnRow) int { return cmp.Compare(a.Package, b.Package) }},
+	{"version", "Version", func(a, b vulnRow) int { return cmp.Compare(a.Version, b.Version) }},
+	{"fixed", "Fixed in", func(a, b vulnRow) int { return cmp.Compare(a.FixedIn, b.FixedIn) }},
+	{"vex", "VEX", func(a, b vulnRow) int { return cmp.Compare(a.SuppressedBy, b.SuppressedBy) }},
+}
+
+// packageColumns are the sortable columns of the SBOM package table.
+var packageColumns = []sortColumn[packageRow]{
+	{"name", "Name", func(a, b packageRow) int { return cmp.Compare(a.Name, b.Name) }},
+	{"version", "Version", func(a, b packageRow) int { return cmp.Compare(a.Version, b.Version) }},
+	{"type", "Type", func(a, b packageRow) int { return cmp.Compare(a.Type, b.Type) }},
+	{"licenses", "Licences", func(a, b packageRow) int {
+		return cmp.Compare(strings.Join(a.Licenses, " "), strings.Join(b.Licenses, " "))
+	}},
+}
+
 // buildVulns merges the report's matches across platforms, marks those a
 // VEX statement suppressed (the policy decision lists them as "<id> in
 // <package> <version>: <statement>"), then filters and sorts by q:
@@ -500,31 +536,8 @@ func buildVulns(rep *gate.Report, suppressed []string, q url.Values) vulnTable {
 			rows = append(rows, v)
 		}
 	}
-	key, desc, param := parseSort(q.Get("vsort"), "-severity", "id", "severity", "package", "version", "fixed", "vex")
-	t.Sort = param
-	slices.SortStableFunc(rows, func(a, b vulnRow) int {
-		var n int
-		switch key {
-		case "id":
-			n = cmp.Compare(a.ID, b.ID)
-		case "severity":
-			n = cmp.Compare(a.Rank, b.Rank)
-		case "package":
-			n = cmp.Compare(a.Package, b.Package)
-		case "version":
-			n = cmp.Compare(a.Version, b.Version)
-		case "fixed":
-			n = cmp.Compare(a.FixedIn, b.FixedIn)
-		case "vex":
-			n = cmp.Compare(a.SuppressedBy, b.SuppressedBy)
-		}
-		if desc {
-			n = -n
-		}
-		return cmp.Or(n, cmp.Compare(a.ID, b.ID), cmp.Compare(a.Package, b.Package))
-	})
-	t.Headers = sortHeaders(param, "id", "Vulnerability", "severity", "Severity", "package", "Package",
-		"version", "Version", "fixed", "Fixed in", "vex", "VEX")
+	t.Sort, t.Headers = sortRows(rows, q.Get("vsort"), "-severity", vulnColumns,
+		func(a, b vulnRow) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Package, b.Package)) })
 	t.Matching = len(rows)
 	if len(rows) > maxVulnRows {
 		rows = rows[:maxVulnRows]
@@ -573,26 +586,10 @@ func buildPackages(rep *gate.Report, q url.Values) packageTable {
 		p.Platforms = strings.Join(p.platformList, ", ")
 		rows = append(rows, p)
 	}
-	key, desc, param := parseSort(q.Get("psort"), "name", "name", "version", "type", "licenses")
-	t.Sort = param
-	slices.SortStableFunc(rows, func(a, b packageRow) int {
-		var n int
-		switch key {
-		case "name":
-			n = cmp.Compare(a.Name, b.Name)
-		case "version":
-			n = cmp.Compare(a.Version, b.Version)
-		case "type":
-			n = cmp.Compare(a.Type, b.Type)
-		case "licenses":
-			n = cmp.Compare(strings.Join(a.Licenses, " "), strings.Join(b.Licenses, " "))
-		}
-		if desc {
-			n = -n
-		}
-		return cmp.Or(n, cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
-	})
-	t.Headers = sortHeaders(param, "name", "Name", "version", "Version", "type", "Type", "licenses", "Licences")
+	t.Sort, t.Headers = sortRows(rows, q.Get("psort"), "name", packageColumns,
+		func(a, b packageRow) int {
+			return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+		})
 	t.Matching = len(rows)
 	if len(rows) > maxPackageRows {
 		rows = rows[:maxPackageRows]

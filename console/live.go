@@ -38,8 +38,10 @@ const (
 	// liveMinGap spaces a stream's audit reads: a burst of changes (a busy
 	// pipeline) costs one read per stream per gap, not one per commit.
 	liveMinGap = 500 * time.Millisecond
-	// liveSessionCheck is how often a stream checks that its session
-	// still exists (sign-out, expiry) and its token still works (revoke).
+	// liveSessionCheck is how often a stream reads even without a wake or
+	// a poll; every read first checks that the session still exists
+	// (sign-out, expiry) and its token still works (revoke), so nothing
+	// is sent once the session has ended.
 	liveSessionCheck = time.Minute
 	// liveReadWindow is the number of newest audit entries a stream reads
 	// first; it reads more only when all of them are new.
@@ -158,7 +160,9 @@ type liveCursor struct {
 //
 // A reconnecting EventSource sends Last-Event-ID and gets what it missed
 // (up to liveMaxRead entries). The stream ends with `event: end` when
-// the session ends, and when the console shuts down (Close).
+// the session ends (checked before every read of the audit log, so no
+// change is sent after a sign-out or a token's revocation), and when the
+// console shuts down (Close).
 func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	sess := sessionOf(r)
 	if status := c.streams.acquire(sess.Hash); status != 0 {
@@ -212,6 +216,10 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		lastRead time.Time
 		changed  <-chan struct{}
 	)
+	// base is the request's context without a session: each check below
+	// derives the session's context from it, not from the last one, so
+	// that a long stream does not grow a chain of contexts.
+	base := r.Context()
 	read := true // the first round sends what a reconnect missed
 	for {
 		if read {
@@ -229,9 +237,26 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 			// the read and the wait is missed.
 			changed = c.store.Changed()
 			lastRead = time.Now()
-			if err := c.sendNew(w, rc, r, &cur); err != nil {
-				c.log.Debug("console: live stream ended", "identity", sess.id.Name, "error", err)
+			// Every read first checks that the session still exists and
+			// its token still works: a stream of a session signed out
+			// (on any replica) or of a revoked token must not carry one
+			// more change. The identity the API reads as is the
+			// session's now (the token's role may have changed). A
+			// session that cannot be checked now (state database
+			// unreachable) sends nothing this round and keeps the stream.
+			s, err := c.checkSession(r)
+			switch {
+			case errors.Is(err, errNoSession):
+				c.log.Info("console: live stream ended with its session", "identity", sess.id.Name)
+				c.endStream(w, rc, "your session has ended; sign in again")
 				return
+			case err == nil:
+				sess = s
+				r = r.WithContext(withSession(base, s))
+				if err := c.sendNew(w, rc, r, &cur); err != nil {
+					c.log.Debug("console: live stream ended", "identity", sess.id.Name, "error", err)
+					return
+				}
 			}
 			read = false
 		}
@@ -250,16 +275,8 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case <-check.C:
-			s := c.lookup(r)
-			if s == nil {
-				c.log.Info("console: live stream ended with its session", "identity", sess.id.Name)
-				c.endStream(w, rc, "your session has ended; sign in again")
-				return
-			}
-			// The token's role may have changed; the API reads as the
-			// identity the session has now.
-			sess = s
-			r = r.WithContext(withSession(r.Context(), s))
+			// A read checks the session first (above).
+			read = true
 		}
 	}
 }

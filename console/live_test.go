@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/admin"
-	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -111,7 +110,7 @@ func stateEvent(t *testing.T, image string, st state.State) func(sse) bool {
 // with the image, state, actor, reason and time; a reconnect with
 // Last-Event-ID gets what it missed.
 func TestLiveStream(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval, reason: "manual policy"})
 	img := ref.String()
 	arno := e.browser(t).signIn(t, e.token(t, "arno", admin.RoleApprover))
@@ -158,7 +157,7 @@ func mustUint(t *testing.T, s string) uint64 {
 // streams (then 429) and the process MaxLiveStreams (then 503); a closed
 // stream frees its slot. Without a session the stream is not served.
 func TestLiveStreamBounds(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	tok := e.token(t, "vera", admin.RoleViewer)
 	var browsers []*browser
 	for range MaxLiveStreams / MaxLiveStreamsPerSession {
@@ -205,7 +204,7 @@ func TestLiveStreamBounds(t *testing.T) {
 // TestLiveStreamEnds: a stream ends with `event: end` when its token is
 // revoked, when its session signs out, and when the console closes.
 func TestLiveStreamEnds(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	e.con.streams.sessionCheck = 50 * time.Millisecond
 	ended := func(t *testing.T, s *stream) {
 		t.Helper()
@@ -248,7 +247,7 @@ func TestLiveStreamEnds(t *testing.T) {
 // earlier entry of the same transition instead of appending one; the
 // stream still reports the state change.
 func TestLiveStreamFolds(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateFetching, reason: "fetching"})
 	img := ref.String()
 	b := e.browser(t).signIn(t, bootstrapToken)

@@ -397,37 +397,60 @@ type removeData struct {
 	Button, Cancel       string
 }
 
-// confirmRemoveWatch is GET /ui/watches/remove?image=…: asks first.
-func (c *Console) confirmRemoveWatch(w http.ResponseWriter, r *http.Request) {
-	image := r.URL.Query().Get("image")
-	var list admin.WatchList
-	if err := c.call(r, http.MethodGet, "/api/v1/watches", nil, &list); err != nil {
+// confirmRemove is the GET of a remove page: the query parameter field
+// names the item, which must be in the API's list at listPath (read
+// into list; a 404 otherwise, so that no page asks about nothing); ask
+// gives the page's title and data for it, or false when it is not in
+// the list.
+func (c *Console) confirmRemove(w http.ResponseWriter, r *http.Request, what, field, listPath string, list any, ask func(name string) (string, removeData, bool)) {
+	name := r.URL.Query().Get(field)
+	if err := c.call(r, http.MethodGet, listPath, nil, list); err != nil {
 		c.apiFail(w, r, err)
 		return
 	}
-	if !slices.ContainsFunc(list.Watches, func(l watch.Listed) bool { return l.Image == image }) {
-		c.fail(w, r, http.StatusNotFound, "no such watch")
+	title, d, ok := ask(name)
+	if !ok {
+		c.fail(w, r, http.StatusNotFound, "no such "+what)
 		return
 	}
-	c.render(w, r, http.StatusOK, "remove", "Remove watch "+image, removeData{
-		Heading: "Remove the watch of " + image + "?",
-		Text:    "Airlock stops checking this repository for new tags. Images already pulled stay as they are.",
-		Action:  "/ui/watches/remove", Field: "image", Value: image, Button: "Remove watch", Cancel: "/ui/watches",
+	c.render(w, r, http.StatusOK, "remove", title, d)
+}
+
+// removeNamed is the POST of a remove page: the form's field names the
+// item, and apiPath is the admin API's DELETE of it. It answers a
+// refusal itself and returns false; on success the caller redirects.
+func (c *Console) removeNamed(w http.ResponseWriter, r *http.Request, what, field string, apiPath func(name string) string) (string, bool) {
+	name := strings.TrimSpace(r.PostFormValue(field))
+	if name == "" {
+		c.fail(w, r, http.StatusBadRequest, "which "+what+"? (field "+field+")")
+		return "", false
+	}
+	if err := c.call(r, http.MethodDelete, apiPath(name), nil, nil); err != nil {
+		c.apiFail(w, r, err)
+		return "", false
+	}
+	return name, true
+}
+
+// confirmRemoveWatch is GET /ui/watches/remove?image=…: asks first.
+func (c *Console) confirmRemoveWatch(w http.ResponseWriter, r *http.Request) {
+	var list admin.WatchList
+	c.confirmRemove(w, r, "watch", "image", "/api/v1/watches", &list, func(image string) (string, removeData, bool) {
+		return "Remove watch " + image, removeData{
+			Heading: "Remove the watch of " + image + "?",
+			Text:    "Airlock stops checking this repository for new tags. Images already pulled stay as they are.",
+			Action:  "/ui/watches/remove", Field: "image", Value: image, Button: "Remove watch", Cancel: "/ui/watches",
+		}, slices.ContainsFunc(list.Watches, func(l watch.Listed) bool { return l.Image == image })
 	})
 }
 
 // removeWatch is POST /ui/watches/remove → DELETE /api/v1/watches/<image>.
 func (c *Console) removeWatch(w http.ResponseWriter, r *http.Request) {
-	image := strings.TrimSpace(r.PostFormValue("image"))
-	if image == "" {
-		c.fail(w, r, http.StatusBadRequest, "which watch? (field image)")
-		return
+	if _, ok := c.removeNamed(w, r, "watch", "image", func(image string) string {
+		return (&url.URL{Path: "/api/v1/watches/" + image}).RequestURI()
+	}); ok {
+		http.Redirect(w, r, "/ui/watches?done=removed", http.StatusSeeOther)
 	}
-	if err := c.call(r, http.MethodDelete, (&url.URL{Path: "/api/v1/watches/" + image}).RequestURI(), nil, nil); err != nil {
-		c.apiFail(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/ui/watches?done=removed", http.StatusSeeOther)
 }
 
 // eventsRecent is how many of the newest events the events page lists.
@@ -545,35 +568,26 @@ func (c *Console) createToken(w http.ResponseWriter, r *http.Request) {
 
 // confirmRevokeToken is GET /ui/tokens/revoke?name=…: asks first.
 func (c *Console) confirmRevokeToken(w http.ResponseWriter, r *http.Request) {
-	name := r.URL.Query().Get("name")
 	var list admin.TokenList
-	if err := c.call(r, http.MethodGet, "/api/v1/tokens", nil, &list); err != nil {
-		c.apiFail(w, r, err)
-		return
-	}
-	i := slices.IndexFunc(list.Tokens, func(t state.Token) bool { return t.Name == name })
-	if i < 0 {
-		c.fail(w, r, http.StatusNotFound, "no such token")
-		return
-	}
-	t := list.Tokens[i]
-	c.render(w, r, http.StatusOK, "remove", "Revoke token "+name, removeData{
-		Heading: "Revoke the token " + name + "?",
-		Text: fmt.Sprintf("The token (role %s, created by %s) stops working at once, for the API, for pulls and for the console sessions signed in with it. This cannot be undone: a new token has a new secret.",
-			t.Role, t.CreatedBy),
-		Action: "/ui/tokens/revoke", Field: "name", Value: name, Button: "Revoke token", Cancel: "/ui/tokens",
+	c.confirmRemove(w, r, "token", "name", "/api/v1/tokens", &list, func(name string) (string, removeData, bool) {
+		i := slices.IndexFunc(list.Tokens, func(t state.Token) bool { return t.Name == name })
+		if i < 0 {
+			return "", removeData{}, false
+		}
+		t := list.Tokens[i]
+		return "Revoke token " + name, removeData{
+			Heading: "Revoke the token " + name + "?",
+			Text: fmt.Sprintf("The token (role %s, created by %s) stops working at once, for the API, for pulls and for the console sessions signed in with it. This cannot be undone: a new token has a new secret.",
+				t.Role, t.CreatedBy),
+			Action: "/ui/tokens/revoke", Field: "name", Value: name, Button: "Revoke token", Cancel: "/ui/tokens",
+		}, true
 	})
 }
 
 // revokeToken is POST /ui/tokens/revoke → DELETE /api/v1/tokens/<name>.
 func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request) {
-	name := strings.TrimSpace(r.PostFormValue("name"))
-	if name == "" {
-		c.fail(w, r, http.StatusBadRequest, "which token? (field name)")
-		return
-	}
-	if err := c.call(r, http.MethodDelete, "/api/v1/tokens/"+url.PathEscape(name), nil, nil); err != nil {
-		c.apiFail(w, r, err)
+	name, ok := c.removeNamed(w, r, "token", "name", func(name string) string { return "/api/v1/tokens/" + url.PathEscape(name) })
+	if !ok {
 		return
 	}
 	c.log.Info("console: token revoked", "identity", sessionOf(r).id.Name, "token", name)

@@ -5,11 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,18 +21,11 @@ import (
 
 	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/events"
 	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/internal/vulndbtest"
 	"github.com/airlockproxy/airlock/scan"
-	"github.com/airlockproxy/airlock/storage/content"
 	"github.com/airlockproxy/airlock/storage/state"
-	"github.com/airlockproxy/airlock/upstream"
-	"github.com/airlockproxy/airlock/watch"
 )
-
-// pagesBootstrap is the admin.token of the pages tests.
-const pagesBootstrap = "bootstrap-secret-for-pages-tests"
 
 // The hostile strings an upstream publisher puts in an image's SBOM and
 // scan results: they must reach the page only as text.
@@ -47,143 +37,18 @@ const (
 	hostileAgent   = `containerd/2.0 <i>ua</i>`
 )
 
-// pagesEnv is the console over a real admin API with everything its
-// pages read: a gate.Engine (not running; images are put in states
-// through the store, as the pipeline would) needing two approvers, a
-// bbolt state store, a content store holding scan reports and SBOMs, a
-// real scanner (its DB imported through the console), the watch
-// scheduler (not running) and an events outbox with one webhook
-// endpoint (never posted to). The console and the API share one mux
-// behind an https test server, as on the admin listener.
-type pagesEnv struct {
-	store *state.Store
-	cs    *content.Store
-	api   *admin.Server
-	srv   *httptest.Server
-}
-
-func newPagesEnv(t *testing.T, extra ...admin.Option) *pagesEnv {
+// pagesEnv is the environment of the pages tests: everything the pages
+// read (scan reports and SBOMs in a content store, a real scanner whose
+// DB is imported through the console, the watch scheduler, an events
+// outbox with one endpoint) and a gate needing two approvers; extra
+// adds options of the admin API.
+func pagesEnv(t *testing.T, extra ...admin.Option) *testEnv {
 	t.Helper()
-	dir := t.TempDir()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := state.Open(filepath.Join(dir, "airlock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cs, err := content.New(context.Background(), "filesystem", map[string]any{"rootdirectory": filepath.Join(dir, "content")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := scan.New(filepath.Join(dir, "grype"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	cfg := config.Default()
-	cfg.Upstreams = []config.Upstream{{Name: "docker.io", URL: "http://127.0.0.1:9", Insecure: true, Default: true}}
-	ups, err := upstream.NewSet(cfg.Upstreams)
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine := gate.New(st, config.Gate{ApprovalsRequired: 2}, nil, gate.WithLogger(quiet))
-	watches, err := watch.New(cfg, st, engine, ups, watch.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := events.New(st, config.Events{Webhooks: []config.Webhook{{Name: "audit-hook", URL: "https://hooks.invalid/airlock", Format: "slack"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.ConfigureOutbox(ev.Names(), 1000); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(tmp, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	opts := append([]admin.Option{admin.WithLogger(quiet),
-		admin.WithScanning(cs, sc, tmp), admin.WithWatches(watches), admin.WithEvents(ev)}, extra...)
-	api, err := admin.New(engine, st, pagesBootstrap, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	con, err := New(api, st, WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/ui/", con.Handler())
-	mux.Handle("/", api.Handler())
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	t.Cleanup(con.Close)
-	return &pagesEnv{store: st, cs: cs, api: api, srv: srv}
-}
-
-// invoke calls the admin API in process as id and returns the answer.
-func (e *pagesEnv) invoke(t *testing.T, id admin.Identity, method, path string, body any) admin.Response {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	return e.api.Invoke(context.Background(), id, method, path, rd, "application/json")
-}
-
-// newToken creates an API token and returns its secret.
-func (e *pagesEnv) newToken(t *testing.T, name string, role admin.Role) string {
-	t.Helper()
-	resp := e.invoke(t, admin.Identity{Name: admin.BootstrapIdentity, Role: admin.RoleAdmin}, http.MethodPost, "/api/v1/tokens",
-		admin.TokenRequest{Name: name, Role: role, Expires: "1d"})
-	if err := resp.Err(); err != nil {
-		t.Fatal(err)
-	}
-	var got admin.TokenCreated
-	if err := json.Unmarshal(resp.Body, &got); err != nil {
-		t.Fatal(err)
-	}
-	return got.Secret
-}
-
-const ociManifest = "application/vnd.oci.image.manifest.v1+json"
-
-// putImage creates an image as a pull by tag would (tag recorded, then
-// the record) and moves it to st, fetched; mutate adds what the pipeline
-// would have recorded.
-func (e *pagesEnv) putImage(t *testing.T, repo, tag, seed string, st state.State, mutate func(*state.Image)) state.Ref {
-	t.Helper()
-	ref := state.Ref{Upstream: "docker.io", Repository: repo, Digest: digest.FromString(seed)}
-	if tag != "" {
-		if _, err := e.store.RecordTag(ref.Upstream, ref.Repository, tag, ref.Digest, ociManifest); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, _, err := e.store.Request(ref, "pull"); err != nil {
-		t.Fatal(err)
-	}
-	_, err := e.store.Transition(ref, state.Change{
-		To: st, Actor: state.ActorPipeline, Action: "step:policy", Reason: "set by the test: " + string(st),
-		Mutate: func(img *state.Image) error {
-			img.MediaType, img.Size, img.ContentSize = ociManifest, 1234, 5<<20
-			if mutate != nil {
-				mutate(img)
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ref
+	return newEnv(t, envOptions{gate: config.Gate{ApprovalsRequired: 2}, scanning: true, watches: true, webhook: true, admin: extra})
 }
 
 // putBlob stores b in the content store and returns its digest.
-func (e *pagesEnv) putBlob(t *testing.T, b []byte) digest.Digest {
+func (e *testEnv) putBlob(t *testing.T, b []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(b)
 	if err := e.cs.PutBytes(context.Background(), d, b); err != nil {
@@ -204,10 +69,10 @@ type scenario struct {
 // image's report has four vulnerabilities (Critical fixed, High not
 // fixed, Medium not fixed and suppressed by VEX, Low fixed) and four
 // packages, one named hostilePackage with the licence hostileLicence.
-func (e *pagesEnv) putScenario(t *testing.T) scenario {
+func (e *testEnv) putScenario(t *testing.T) scenario {
 	t.Helper()
 	var s scenario
-	s.old = e.putImage(t, "library/app", "1.0", "app-old", state.StateApproved, nil)
+	s.old = e.image(t, imageSpec{repo: "library/app", upstreamTag: "1.0", seed: "app-old", state: state.StateApproved})
 	now := time.Now().UTC()
 	s.spdx = []byte(`{"spdxVersion":"SPDX-2.3","name":"app","packages":[{"name":"` + strings.ReplaceAll(hostilePackage, "/", `\/`) + `"}]}`)
 	spdxDigest := e.putBlob(t, s.spdx)
@@ -236,21 +101,22 @@ func (e *pagesEnv) putScenario(t *testing.T) scenario {
 		t.Fatal(err)
 	}
 	repDigest := e.putBlob(t, raw)
-	s.scanned = e.putImage(t, "library/app", "1.0", "app-new", state.StateAwaitingApproval, func(img *state.Image) {
-		img.Scan = &state.ScanSummary{ScannedAt: now, Report: repDigest, DBBuilt: rep.DB.Built, Packages: 4,
-			Severities: map[string]int{"Critical": 1, "High": 1, "Medium": 1, "Low": 1}}
-		img.Policy = &state.PolicySummary{Pass: true, Version: "policy-7", Decided: now,
-			Suppressed: []string{"CVE-2026-4000 in " + hostilePackage + " 1.0: not_affected (VEX policy.vex)"},
-			BaseOS:     []state.BaseOS{{Name: "alpine", Version: "3.20", EOL: now.AddDate(1, 0, 0), EOLSource: "airlock-table"}}}
-		img.Malware = &state.MalwareSummary{ScannedAt: now, Engine: "ClamAV 1.4.1/27400", Layers: 2, Files: 40, FindingCount: 1,
-			Findings: []state.MalwareFinding{{Layer: digest.FromString("layer"), Path: hostilePath, Signature: "Eicar-Test-Signature"}}}
-		img.Verification = &state.Verification{Mode: "enforce", Verified: true, Signatures: 1, Signer: "publisher@example.com", Format: "cosign"}
-		img.Signed = &state.Signed{SignedAt: now, Key: "SHA256:airlock-key",
-			Sig:       state.Descriptor{MediaType: ociManifest, Digest: digest.FromString("sig"), Size: 300},
-			Att:       state.Descriptor{MediaType: ociManifest, Digest: digest.FromString("att"), Size: 900},
-			Referrers: []state.Descriptor{{MediaType: ociManifest, ArtifactType: "application/spdx+json", Digest: digest.FromString("ref"), Size: 500, Annotations: map[string]string{"org.example.note": hostileDesc}}}}
-		img.Steps = []state.StepResult{{Step: "fetch", Status: "passed", Detail: "2 layers", Started: now, Finished: now}}
-	})
+	s.scanned = e.image(t, imageSpec{repo: "library/app", upstreamTag: "1.0", seed: "app-new", state: state.StateAwaitingApproval,
+		reason: "set by the test: awaiting-approval", mutate: func(img *state.Image) {
+			img.Scan = &state.ScanSummary{ScannedAt: now, Report: repDigest, DBBuilt: rep.DB.Built, Packages: 4,
+				Severities: map[string]int{"Critical": 1, "High": 1, "Medium": 1, "Low": 1}}
+			img.Policy = &state.PolicySummary{Pass: true, Version: "policy-7", Decided: now,
+				Suppressed: []string{"CVE-2026-4000 in " + hostilePackage + " 1.0: not_affected (VEX policy.vex)"},
+				BaseOS:     []state.BaseOS{{Name: "alpine", Version: "3.20", EOL: now.AddDate(1, 0, 0), EOLSource: "airlock-table"}}}
+			img.Malware = &state.MalwareSummary{ScannedAt: now, Engine: "ClamAV 1.4.1/27400", Layers: 2, Files: 40, FindingCount: 1,
+				Findings: []state.MalwareFinding{{Layer: digest.FromString("layer"), Path: hostilePath, Signature: "Eicar-Test-Signature"}}}
+			img.Verification = &state.Verification{Mode: "enforce", Verified: true, Signatures: 1, Signer: "publisher@example.com", Format: "cosign"}
+			img.Signed = &state.Signed{SignedAt: now, Key: "SHA256:airlock-key",
+				Sig:       state.Descriptor{MediaType: ociManifest, Digest: digest.FromString("sig"), Size: 300},
+				Att:       state.Descriptor{MediaType: ociManifest, Digest: digest.FromString("att"), Size: 900},
+				Referrers: []state.Descriptor{{MediaType: ociManifest, ArtifactType: "application/spdx+json", Digest: digest.FromString("ref"), Size: 500, Annotations: map[string]string{"org.example.note": hostileDesc}}}}
+			img.Steps = []state.StepResult{{Step: "fetch", Status: "passed", Detail: "2 layers", Started: now, Finished: now}}
+		}})
 	if err := e.store.SetVulns(s.scanned, map[string]state.VulnRef{
 		"CVE-2026-1000": {Severity: "Critical", Packages: []string{"openssl"}},
 		"CVE-2026-2000": {Severity: "High", Packages: []string{"busybox"}},
@@ -261,95 +127,13 @@ func (e *pagesEnv) putScenario(t *testing.T) scenario {
 		Pullers: []state.Puller{{Addr: "10.1.2.3", UserAgent: hostileAgent, Last: now, Pulls: 3}}}}, 10); err != nil {
 		t.Fatal(err)
 	}
-	s.other = e.putImage(t, "library/other", "", "other", state.StateRejected, nil)
+	s.other = e.image(t, imageSpec{repo: "library/other", seed: "other", state: state.StateRejected})
 	return s
-}
-
-// visitor is one person's browser: a cookie jar, no automatic redirects,
-// and the session's CSRF token once signed in.
-type visitor struct {
-	e    *pagesEnv
-	c    *http.Client
-	csrf string
-}
-
-// answer is a response with its body read.
-type answer struct {
-	status int
-	header http.Header
-	body   string
-}
-
-var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-
-// visit signs a new browser in with token.
-func (e *pagesEnv) visit(t *testing.T, token string) *visitor {
-	t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A client of its own (srv.Client returns one shared client) with
-	// the server's TLS transport.
-	c := &http.Client{Transport: e.srv.Client().Transport, Jar: jar,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	v := &visitor{e: e, c: c}
-	if a := v.post(t, "/ui/login", url.Values{"token": {token}}); a.status != http.StatusSeeOther {
-		t.Fatalf("sign-in: %d %s", a.status, a.body)
-	}
-	a := v.get(t, "/ui/images")
-	m := csrfField.FindStringSubmatch(a.body)
-	if a.status != http.StatusOK || m == nil {
-		t.Fatalf("after sign-in: %d, no CSRF token: %s", a.status, a.body)
-	}
-	v.csrf = m[1]
-	return v
-}
-
-func (v *visitor) do(t *testing.T, req *http.Request) answer {
-	t.Helper()
-	resp, err := v.c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{status: resp.StatusCode, header: resp.Header, body: string(b)}
-}
-
-func (v *visitor) get(t *testing.T, path string) answer {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, v.e.srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.do(t, req)
-}
-
-// post sends a form as is (add "csrf" for a signed-in form).
-func (v *visitor) post(t *testing.T, path string, form url.Values) answer {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, v.e.srv.URL+path, strings.NewReader(form.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return v.do(t, req)
-}
-
-// form is post with the session's CSRF token.
-func (v *visitor) form(t *testing.T, path string, form url.Values) answer {
-	t.Helper()
-	form.Set("csrf", v.csrf)
-	return v.post(t, path, form)
 }
 
 // upload posts a multipart form: the csrf field (when csrf is not
 // empty), then the file as the part "archive".
-func (v *visitor) upload(t *testing.T, path, csrf, file string) answer {
+func (b *browser) upload(t *testing.T, path, csrf, file string) page {
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -373,62 +157,20 @@ func (v *visitor) upload(t *testing.T, path, csrf, file string) answer {
 	if err := mw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodPost, v.e.srv.URL+path, &buf)
+	req, err := http.NewRequest(http.MethodPost, b.e.srv.URL+path, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	return v.do(t, req)
-}
-
-// has fails unless the body contains every one of want.
-func (a answer) has(t *testing.T, what string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(a.body, w) {
-			t.Errorf("%s: no %q in the page", what, w)
-		}
-	}
-}
-
-// lacks fails if the body contains any of bad.
-func (a answer) lacks(t *testing.T, what string, bad ...string) {
-	t.Helper()
-	for _, b := range bad {
-		if strings.Contains(a.body, b) {
-			t.Errorf("%s: %q in the page", what, b)
-		}
-	}
-}
-
-func (a answer) want(t *testing.T, what string, status int) {
-	t.Helper()
-	if a.status != status {
-		t.Fatalf("%s: status %d, want %d: %s", what, a.status, status, a.body)
-	}
-}
-
-var idAttr = regexp.MustCompile(`\sid="([^"]*)"`)
-
-// uniqueIDs fails when two elements share an id (the DOM contract and
-// the labels rely on ids).
-func (a answer) uniqueIDs(t *testing.T, what string) {
-	t.Helper()
-	seen := map[string]bool{}
-	for _, m := range idAttr.FindAllStringSubmatch(a.body, -1) {
-		if seen[m[1]] {
-			t.Errorf("%s: id %q twice", what, m[1])
-		}
-		seen[m[1]] = true
-	}
+	return b.do(t, req)
 }
 
 var vulnRowID = regexp.MustCompile(`<tr class="vuln"[^>]*>\s*<td><code>([^<]+)</code>`)
 
 // vulnIDs lists the vulnerability rows of an image page, in order.
-func (a answer) vulnIDs() []string {
+func (p page) vulnIDs() []string {
 	var out []string
-	for _, m := range vulnRowID.FindAllStringSubmatch(a.body, -1) {
+	for _, m := range vulnRowID.FindAllStringSubmatch(p.body, -1) {
 		out = append(out, m[1])
 	}
 	return out
@@ -437,9 +179,9 @@ func (a answer) vulnIDs() []string {
 // TestPagesRenderForViewer: every page answers a viewer 200 and shows
 // its data; the tokens page is the API's 403 and is not in the menu.
 func TestPagesRenderForViewer(t *testing.T) {
-	e := newPagesEnv(t)
+	e := pagesEnv(t)
 	s := e.putScenario(t)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	for _, tc := range []struct {
 		path string
 		want []string
@@ -467,10 +209,10 @@ func TestPagesRenderForViewer(t *testing.T) {
 // TestImagePage: the image page's sections, the tags and what each
 // serves, the approvals pending and, for approvers only, the actions.
 func TestImagePage(t *testing.T) {
-	e := newPagesEnv(t)
+	e := pagesEnv(t)
 	s := e.putScenario(t)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
-	alice := e.visit(t, e.newToken(t, "alice", admin.RoleApprover))
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
+	alice := e.browser(t).signIn(t, e.token(t, "alice", admin.RoleApprover))
 
 	// The first of two approvals: pending, shown on the page.
 	resp := e.invoke(t, admin.Identity{Name: "alice", Role: admin.RoleApprover}, http.MethodPost, "/api/v1/approve",
@@ -545,9 +287,9 @@ func TestImagePage(t *testing.T) {
 // agents from the image reach the page only escaped, and the page has
 // no script but the console's own.
 func TestHostileSBOM(t *testing.T) {
-	e := newPagesEnv(t)
+	e := pagesEnv(t)
 	s := e.putScenario(t)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	for _, path := range []string{
 		"/ui/images/" + s.scanned.String(),
 		"/ui/images/" + s.scanned.String() + "?pkg=" + url.QueryEscape(hostilePackage) + "&vex=suppressed",
@@ -580,9 +322,9 @@ func TestHostileSBOM(t *testing.T) {
 // TestVulnerabilityFilters: the server-side filters and sorting of the
 // vulnerability table and the package search.
 func TestVulnerabilityFilters(t *testing.T) {
-	e := newPagesEnv(t)
+	e := pagesEnv(t)
 	s := e.putScenario(t)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	page := "/ui/images/" + s.scanned.String()
 	for _, tc := range []struct {
 		query string
@@ -639,9 +381,9 @@ func TestPackageTableCap(t *testing.T) {
 // token signs in, and revoking it (after a confirmation) ends that
 // session; refusals keep the form.
 func TestTokensPage(t *testing.T) {
-	e := newPagesEnv(t)
-	root := e.visit(t, pagesBootstrap)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	e := pagesEnv(t)
+	root := e.browser(t).signIn(t, bootstrapToken)
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 
 	a := root.get(t, "/ui/tokens")
 	a.want(t, "tokens page", http.StatusOK)
@@ -661,7 +403,7 @@ func TestTokensPage(t *testing.T) {
 	again := root.get(t, "/ui/tokens")
 	again.lacks(t, "tokens page after creation", secret, `id="new-token"`)
 
-	robot := e.visit(t, secret)
+	robot := e.browser(t).signIn(t, secret)
 	r := robot.get(t, "/ui/images")
 	r.want(t, "robot's images page", http.StatusOK)
 	r.has(t, "robot's images page", `<strong id="me" data-role="viewer">robot</strong>`)
@@ -674,7 +416,7 @@ func TestTokensPage(t *testing.T) {
 
 	// Refused to a viewer (the API's 403) and without the CSRF token.
 	viewer.form(t, "/ui/tokens", url.Values{"name": {"sneaky"}, "role": {"admin"}}).want(t, "viewer creates a token", http.StatusForbidden)
-	root.post(t, "/ui/tokens", url.Values{"name": {"sneaky"}, "role": {"admin"}}).want(t, "no CSRF token", http.StatusForbidden)
+	root.post(t, "/ui/tokens", url.Values{"name": {"sneaky"}, "role": {"admin"}}, nil).want(t, "no CSRF token", http.StatusForbidden)
 	list := root.get(t, "/ui/tokens")
 	list.lacks(t, "after refusals", "sneaky")
 
@@ -699,9 +441,9 @@ func TestTokensPage(t *testing.T) {
 // database streamed through the console to the API; refusals import
 // nothing.
 func TestDBPage(t *testing.T) {
-	e := newPagesEnv(t)
-	root := e.visit(t, pagesBootstrap)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	e := pagesEnv(t)
+	root := e.browser(t).signIn(t, bootstrapToken)
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	archive := vulndbtest.Archive(t, vulndbtest.Vuln{ID: "CVE-2026-1000", Severity: "Critical", Distro: "alpine:3.20", Package: "openssl", Ecosystem: "apk", Fix: "3.1.1-r0"})
 
 	a := root.get(t, "/ui/db")
@@ -715,7 +457,7 @@ func TestDBPage(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		who    *visitor
+		who    *browser
 		csrf   string
 		file   string
 		status int
@@ -746,8 +488,8 @@ func TestDBPage(t *testing.T) {
 // API bounds (scan.db_max_size): too large is the API's 413, and the
 // installed database stays as it was.
 func TestDBUploadBound(t *testing.T) {
-	e := newPagesEnv(t, admin.WithDBMaxSize(4<<10))
-	root := e.visit(t, pagesBootstrap)
+	e := pagesEnv(t, admin.WithDBMaxSize(4<<10))
+	root := e.browser(t).signIn(t, bootstrapToken)
 	big := filepath.Join(t.TempDir(), "db.tar.gz")
 	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 1<<20), 0o600); err != nil {
 		t.Fatal(err)
@@ -761,9 +503,9 @@ func TestDBUploadBound(t *testing.T) {
 // TestWatchesPage: an admin adds a watch (a refused one keeps the
 // form) and removes it after a confirmation; a viewer only reads.
 func TestWatchesPage(t *testing.T) {
-	e := newPagesEnv(t)
-	root := e.visit(t, pagesBootstrap)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	e := pagesEnv(t)
+	root := e.browser(t).signIn(t, bootstrapToken)
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 
 	bad := root.form(t, "/ui/watches", url.Values{"image": {"docker.io/library/alpine"}, "tags": {"3.*"}, "interval": {"often"}})
 	bad.want(t, "bad interval", http.StatusBadRequest)
@@ -790,9 +532,9 @@ func TestWatchesPage(t *testing.T) {
 
 // TestCVEPage: where a vulnerability is, in any case of "cve-".
 func TestCVEPage(t *testing.T) {
-	e := newPagesEnv(t)
+	e := pagesEnv(t)
 	s := e.putScenario(t)
-	viewer := e.visit(t, e.newToken(t, "vera", admin.RoleViewer))
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
 	a := viewer.get(t, "/ui/cve?id=cve-2026-2000")
 	a.want(t, "lower case id", http.StatusOK)
 	a.has(t, "lower case id", `value="CVE-2026-2000"`, `data-image="`+s.scanned.String()+`"`, "busybox", "Images affected by <code>CVE-2026-2000</code>: 1.")

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/airlockproxy/airlock/admin"
-	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
@@ -28,7 +27,7 @@ func (p page) rows() []string {
 // filters (state, upstream, search, minimum severity) work server-side;
 // approvers get action links, viewers none.
 func TestQueue(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	awaiting := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval, reason: "manual policy",
 		tags: []string{"3.20"}, severities: map[string]int{"critical": 1, "low": 3}}).String()
 	rejected := e.image(t, imageSpec{upstream: "ghcr.io", repo: "acme/app", state: state.StateRejected, reason: "policy: 2 high vulnerabilities",
@@ -172,7 +171,7 @@ var hostile = []string{
 // markup appear on the queue and confirmation pages as text, never as
 // markup.
 func TestHostileStrings(t *testing.T) {
-	e := newEnv(t, config.Gate{})
+	e := newEnv(t, envOptions{})
 	ref := e.image(t, imageSpec{repo: "library/alpine", state: state.StateAwaitingApproval,
 		reason: "upstream said: " + hostile[0] + hostile[1], flag: hostile[1],
 		tags: []string{hostile[0], hostile[1], hostile[2]}, severities: map[string]int{hostile[0]: 1}})

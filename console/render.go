@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,10 +22,11 @@ const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 
 // secure sets the console's security headers on every answer and refuses
 // cross-origin form posts (Sec-Fetch-Site / Origin: a forged sign-in or
-// action from another site).
+// action from another site). The headers are set first, so that the
+// refusal of a cross-origin post carries them too.
 func secure(h http.Handler) http.Handler {
-	cop := http.NewCrossOriginProtection()
-	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	cop := http.NewCrossOriginProtection().Handler(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Content-Security-Policy", contentSecurityPolicy)
 		hd.Set("X-Content-Type-Options", "nosniff")
@@ -34,8 +36,8 @@ func secure(h http.Handler) http.Handler {
 		if !strings.HasPrefix(r.URL.Path, "/ui/static/") {
 			hd.Set("Cache-Control", "no-store")
 		}
-		h.ServeHTTP(w, r)
-	}))
+		cop.ServeHTTP(w, r)
+	})
 }
 
 // pageTemplate is one page: the layout around the page's "content".
@@ -74,9 +76,29 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
 	},
 	"join": strings.Join,
+	// dict makes the argument of a shared template (templates/filters.html)
+	// from key, value pairs.
+	"dict": func(kv ...any) (map[string]any, error) {
+		if len(kv)%2 != 0 {
+			return nil, fmt.Errorf("dict: %d arguments, want key, value pairs", len(kv))
+		}
+		m := make(map[string]any, len(kv)/2)
+		for i := 0; i < len(kv); i += 2 {
+			k, ok := kv[i].(string)
+			if !ok {
+				return nil, fmt.Errorf("dict: key %v is not a string", kv[i])
+			}
+			m[k] = kv[i+1]
+		}
+		return m, nil
+	},
 }
 
-// parsePages parses every page of templates/ with the layout.
+// sharedTemplates are parsed with every page and are no page themselves:
+// the layout around the page's "content" and the shared partials.
+var sharedTemplates = []string{"templates/layout.html", "templates/filters.html"}
+
+// parsePages parses every page of templates/ with the shared templates.
 func parsePages() (map[string]*pageTemplate, error) {
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
@@ -84,10 +106,10 @@ func parsePages() (map[string]*pageTemplate, error) {
 	}
 	pages := map[string]*pageTemplate{}
 	for _, n := range names {
-		if path.Base(n) == "layout.html" {
+		if slices.Contains(sharedTemplates, n) {
 			continue
 		}
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, append(slices.Clone(sharedTemplates), n)...)
 		if err != nil {
 			return nil, fmt.Errorf("console template %s: %w", n, err)
 		}

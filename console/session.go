@@ -65,38 +65,58 @@ func (c *Console) startSession(w http.ResponseWriter, id admin.Identity, tokenHa
 	return nil
 }
 
-// lookup returns the request's live session, or nil. A token's session
-// answers to the token's current standing: revoked or expired ends it.
+// lookup returns the request's live session, or nil (none, or it cannot
+// be checked now). A token's session answers to the token's current
+// standing: revoked or expired ends it.
 func (c *Console) lookup(r *http.Request) *session {
+	s, _ := c.checkSession(r)
+	return s
+}
+
+// errNoSession is checkSession's answer for a request without a live
+// session: no cookie, an unknown or expired session, or a session whose
+// token no longer works.
+var errNoSession = errors.New("no live session")
+
+// checkSession returns the request's live session. It fails with
+// errNoSession when there is none, and with another error when the state
+// database cannot tell now; only a token the database says is revoked,
+// expired or gone ends its session (a failed read ends nothing).
+func (c *Console) checkSession(r *http.Request) (*session, error) {
 	ck, err := r.Cookie(sessionCookie)
 	if err != nil || ck.Value == "" || len(ck.Value) > 128 {
-		return nil
+		return nil, errNoSession
 	}
 	rec, err := c.store.Session(hashHex(ck.Value))
 	if err != nil {
-		if !errors.Is(err, state.ErrNotFound) {
-			c.log.Warn("console: session lookup failed", "error", err)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil, errNoSession
 		}
-		return nil
+		c.log.Warn("console: session lookup failed", "error", err)
+		return nil, fmt.Errorf("look up the session: %w", err)
 	}
 	s := &session{Session: rec, id: admin.Identity{Name: rec.Identity, Role: admin.Role(rec.Role)}}
 	if rec.TokenHash != "" {
 		raw, err := hex.DecodeString(rec.TokenHash)
 		if err != nil || len(raw) != sha256.Size {
-			return nil
+			return nil, errNoSession
 		}
-		id, _, err := c.api.AuthenticateHash([sha256.Size]byte(raw))
+		id, status, err := c.api.AuthenticateHash([sha256.Size]byte(raw))
+		if status == http.StatusServiceUnavailable {
+			c.log.Warn("console: cannot check a session's token", "identity", rec.Identity, "error", err)
+			return nil, fmt.Errorf("check the session's token: %w", err)
+		}
 		if err != nil {
 			c.log.Info("console: session ended with its token", "identity", rec.Identity, "reason", err)
 			_ = c.store.DeleteSession(rec.Hash)
-			return nil
+			return nil, errNoSession
 		}
 		s.id = id
 	}
 	if rank(s.id.Role) == 0 {
-		return nil
+		return nil, errNoSession
 	}
-	return s
+	return s, nil
 }
 
 // authed serves h to signed-in requests. Others are sent to the sign-in

@@ -122,6 +122,17 @@ func (d *dockerd) run(t *testing.T, args ...string) (string, error) {
 		append([]string{"-H", d.host}, args...)...)
 }
 
+// runHello runs ref (a busyboxImage) with dockerd, without a network,
+// and checks that it prints want, the image's /hello.txt.
+func (d *dockerd) runHello(t *testing.T, ref, want string) {
+	t.Helper()
+	out, err := d.run(t, "run", "--rm", "--network", "none", ref)
+	mustSucceed(t, "docker run", out, err)
+	if !strings.Contains(out, want) {
+		t.Errorf("docker run printed %q, want the image's /hello.txt", out)
+	}
+}
+
 // busyboxImage is a runnable image: a static /bin/busybox (Debian's
 // busybox-static) and /hello.txt holding msg; its command prints the file.
 func busyboxImage(t *testing.T, msg string) v1.Image {
@@ -238,11 +249,7 @@ func TestClientDockerd(t *testing.T) {
 				if !strings.Contains(out, dg.String()) {
 					t.Errorf("docker pull does not report digest %s", dg)
 				}
-				run, err := d.run(t, "run", "--rm", "--network", "none", "docker-hello:v1")
-				mustSucceed(t, "docker run", run, err)
-				if !strings.Contains(run, "hello from airlock") {
-					t.Errorf("docker run printed %q, want the image's /hello.txt", run)
-				}
+				d.runHello(t, "docker-hello:v1", "hello from airlock")
 			},
 		})
 	})

@@ -104,17 +104,7 @@ func TestConsoleSignIn(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.CSS(`p.error[role=alert]`)),
 	)
-	if msg := anon.text(`p.error[role=alert]`); !strings.Contains(msg, "not valid") {
-		t.Errorf("wrong token: the sign-in page says %q, want that the token is not valid", msg)
-	}
-	if n := anon.count("strong#me"); n != 0 {
-		t.Errorf("wrong token: the page shows a signed-in identity")
-	}
-	for _, c := range anon.cookies(al.AdminURL + "/ui/") {
-		if c.Name == "airlock_session" {
-			t.Errorf("wrong token: a session cookie was set")
-		}
-	}
+	checkRefused(t, anon, al, "wrong token", "not valid")
 	anon.screenshot("wrong-token")
 	if strings.Contains(al.Log(), "e2e-wrong-console-token-5a1e") {
 		t.Errorf("airlock logged the wrong token it was sent")
@@ -153,16 +143,23 @@ func TestConsoleSignIn(t *testing.T) {
 	}
 }
 
-// checkSessionCookie checks the session cookie's flags and that the
-// page's script cannot read it.
-func checkSessionCookie(t *testing.T, tb *tab, al *Airlock) {
-	t.Helper()
+// sessionCookie is the console's session cookie that tb's browser holds
+// for al, or nil.
+func sessionCookie(tb *tab, al *Airlock) *network.Cookie {
 	var sess *network.Cookie
 	for _, c := range tb.cookies(al.AdminURL + "/ui/") {
 		if c.Name == "airlock_session" {
 			sess = c
 		}
 	}
+	return sess
+}
+
+// checkSessionCookie checks the session cookie's flags and that the
+// page's script cannot read it.
+func checkSessionCookie(t *testing.T, tb *tab, al *Airlock) {
+	t.Helper()
+	sess := sessionCookie(tb, al)
 	switch {
 	case sess == nil:
 		t.Errorf("%s: no airlock_session cookie stored for %s/ui/", tb.name, al.AdminURL)
@@ -173,6 +170,21 @@ func checkSessionCookie(t *testing.T, tb *tab, al *Airlock) {
 	}
 	if js := eval[string](tb, `document.cookie`); strings.Contains(js, "airlock_session") {
 		t.Errorf("%s: the page's script can read the session cookie: %q", tb.name, js)
+	}
+}
+
+// checkRefused checks a refused sign-in (what): the page's alert says
+// want, and tb shows no signed-in identity and holds no session cookie.
+func checkRefused(t *testing.T, tb *tab, al *Airlock, what, want string) {
+	t.Helper()
+	if msg := tb.text(`p.error[role=alert]`); !strings.Contains(msg, want) {
+		t.Errorf("%s, %s: the sign-in page says %q, want %q in it", tb.name, what, msg, want)
+	}
+	if n := tb.count("strong#me"); n != 0 {
+		t.Errorf("%s, %s: the page shows a signed-in identity", tb.name, what)
+	}
+	if sessionCookie(tb, al) != nil {
+		t.Errorf("%s, %s: a session cookie was set", tb.name, what)
 	}
 }
 
@@ -589,16 +601,7 @@ func TestConsoleOIDC(t *testing.T) {
 	mallory := br.person("mallory")
 	ssoLogin(mallory, "mallory", "mallory-pw-e2e")
 	mallory.run("refused", chromedp.WaitVisible(chromedp.CSS(`p.error[role=alert]`)))
-	if msg := mallory.text(`p.error[role=alert]`); !strings.Contains(msg, "group") {
-		t.Errorf("mallory's refusal says %q; want that none of her groups has a role", msg)
-	}
-	if n := mallory.count("strong#me"); n != 0 {
-		t.Errorf("mallory, with no mapped group, is shown signed in")
-	}
-	for _, c := range mallory.cookies(al.AdminURL + "/ui/") {
-		if c.Name == "airlock_session" {
-			t.Errorf("mallory got a session cookie")
-		}
-	}
+	// Her refusal says that none of her groups has a role.
+	checkRefused(t, mallory, al, "no mapped group", "group")
 	mallory.screenshot("refused")
 }

@@ -131,6 +131,17 @@ func certDir(t *testing.T, dir string, ca *tlstest.CA, client *tlstest.Pair) str
 	return dir
 }
 
+// awaitApproval GETs repo:v1's manifest through al with the harness's
+// client (a 403: the pull starts the pipeline) and waits until image
+// awaits approval.
+func awaitApproval(t *testing.T, al *Airlock, repo, image string) {
+	t.Helper()
+	if r := al.getManifest(t, repo, "v1"); r.Status != http.StatusForbidden {
+		t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
+	}
+	al.waitState(t, image, stateTimeout, "awaiting-approval")
+}
+
 // tlsHosts is a hosts.toml for docker.io with airlock's https URL as the
 // server (no fallback), its CA and, if set, a client certificate. ctr
 // tries the [host] entry, then the server itself: both get them.
@@ -201,10 +212,7 @@ func TestClientTLSContainerd(t *testing.T) {
 		image := "docker.io/library/ctr-mtls@" + d.String()
 		ref := "docker.io/library/ctr-mtls:v1"
 		// The harness (with its certificate) asks first: quarantine.
-		if r := mal.getManifest(t, "library/ctr-mtls", "v1"); r.Status != http.StatusForbidden {
-			t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
-		}
-		mal.waitState(t, image, stateTimeout, "awaiting-approval")
+		awaitApproval(t, mal, "library/ctr-mtls", image)
 		mal.action(t, "approve", image, "e2e: mtls")
 
 		node := nodes.Client(t, "node-1")
@@ -390,30 +398,20 @@ func TestClientTLSDockerd(t *testing.T) {
 		dg := up.PushImage(t, "library/docker-tls-mirror:v1", busyboxImage(t, "hello over TLS"))
 		image := "docker.io/library/docker-tls-mirror@" + dg.String()
 		// The harness's pull (with its certificate) starts the pipeline.
-		if r := al.getManifest(t, "library/docker-tls-mirror", "v1"); r.Status != http.StatusForbidden {
-			t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
-		}
-		al.waitState(t, image, stateTimeout, "awaiting-approval")
+		awaitApproval(t, al, "library/docker-tls-mirror", image)
 		al.action(t, "approve", image, "e2e: tls mirror")
 		out, err := d.run(t, "pull", "docker-tls-mirror:v1")
 		mustSucceed(t, "docker pull through the TLS mirror", out, err)
 		if !strings.Contains(out, dg.String()) {
 			t.Errorf("docker pull does not report digest %s:\n%s", dg, out)
 		}
-		run, err := d.run(t, "run", "--rm", "--network", "none", "docker-tls-mirror:v1")
-		mustSucceed(t, "docker run", run, err)
-		if !strings.Contains(run, "hello over TLS") {
-			t.Errorf("docker run printed %q, want the image's /hello.txt", run)
-		}
+		d.runHello(t, "docker-tls-mirror:v1", "hello over TLS")
 	})
 
 	t.Run("certs.d-controls", func(t *testing.T) {
 		dg := up.PushImage(t, "team/docker-tls-ctl:v1", registrytest.Image(t, 1, 1024, types.DockerManifestSchema2))
 		image := "ghcr.io/team/docker-tls-ctl@" + dg.String()
-		if r := al.getManifest(t, "ghcr/team/docker-tls-ctl", "v1"); r.Status != http.StatusForbidden {
-			t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
-		}
-		al.waitState(t, image, stateTimeout, "awaiting-approval")
+		awaitApproval(t, al, "ghcr/team/docker-tls-ctl", image)
 		al.action(t, "approve", image, "e2e: tls controls")
 		ref := host + "/ghcr/team/docker-tls-ctl:v1"
 
@@ -492,10 +490,7 @@ location = "%s"
 	d2 := up.PushImage(t, "library/podman-tls-ctl:v1", registrytest.Image(t, 1, 1024, types.OCIManifestSchema1))
 	image2 := "docker.io/library/podman-tls-ctl@" + d2.String()
 	ref2 := "docker.io/library/podman-tls-ctl:v1"
-	if r := al.getManifest(t, "library/podman-tls-ctl", "v1"); r.Status != http.StatusForbidden {
-		t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
-	}
-	al.waitState(t, image2, stateTimeout, "awaiting-approval")
+	awaitApproval(t, al, "library/podman-tls-ctl", image2)
 	al.action(t, "approve", image2, "e2e: podman tls controls")
 	out, err := pull(t, caOnly, ref2)
 	mustFail(t, "podman pull without a client certificate", out, err, "certificate required")
@@ -584,10 +579,7 @@ func TestClientTLSMutualAndCLI(t *testing.T) {
 	t.Run("cli", func(t *testing.T) {
 		d := up.PushImage(t, "library/cli-tls:v1", registrytest.Image(t, 1, 1024, types.OCIManifestSchema1))
 		image := "docker.io/library/cli-tls@" + d.String()
-		if r := al.getManifest(t, "library/cli-tls", "v1"); r.Status != http.StatusForbidden {
-			t.Fatalf("manifest in quarantine: %d %s", r.Status, r.Body)
-		}
-		al.waitState(t, image, stateTimeout, "awaiting-approval")
+		awaitApproval(t, al, "library/cli-tls", image)
 
 		// Without the client certificate: refused, nothing approved.
 		cli := func(env []string, args ...string) (string, error) {

@@ -81,8 +81,13 @@ func (e *Engine) ApprovalsRequired() int { return max(e.cfg.ApprovalsRequired, 1
 // approvals belong to the image's current state: a revoke, a rescan or
 // the pipeline moving the image clears them, and each expires after
 // state.ApprovalTTL (7 days), so a stale approval cannot be completed
-// months later. The bootstrap admin is one identity like any other. A
-// pending approval emits no event: the image's state did not change.
+// months later; revoking a token withdraws its pending approvals
+// (state.Store.RevokeToken). The bootstrap admin is one identity like any other. An
+// identity is a credential, not a person: one person holding two tokens,
+// or a token and an OIDC login, counts twice. Four eyes stops an approver
+// acting alone, not an admin, who issues the tokens (each names its
+// creator, and the audit log every approver). A pending approval emits
+// no event: the image's state did not change.
 func (e *Engine) Approve(ref state.Ref, actor, reason string) (state.Image, error) {
 	img, err := e.store.Image(ref)
 	if errors.Is(err, state.ErrNotFound) {

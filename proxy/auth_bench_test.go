@@ -8,17 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/internal/registrytest"
 	"github.com/airlockproxy/airlock/proxy"
 	"github.com/airlockproxy/airlock/pullauth"
 	"github.com/airlockproxy/airlock/storage/state"
@@ -34,25 +29,8 @@ import (
 // the figures are medians over rounds.
 func BenchmarkManifestPullAuth(b *testing.B) {
 	st := newStack(b, nil)
-	d := st.up.PushImage(b, "library/bench:1", registrytest.Image(b, 2, 1024, types.OCIManifestSchema1))
-	ref := state.Ref{Upstream: "docker.io", Repository: "library/bench", Digest: digest.Digest(d.String())}
-	if _, err := st.engine.Request(ref, "bench"); err != nil {
-		b.Fatal(err)
-	}
-	st.waitState(b, ref, state.StateAwaitingApproval)
-	if _, err := st.engine.Approve(ref, "admin", "bench"); err != nil {
-		b.Fatal(err)
-	}
-	path := "/v2/library/bench/manifests/" + d.String()
-
-	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.DefaultCost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	file := filepath.Join(b.TempDir(), "htpasswd")
-	if err := os.WriteFile(file, []byte("alice:"+string(hash)+"\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	path := st.benchImage(b)
+	file := htpasswdFile(b, "alice", "alice-pw", bcrypt.DefaultCost)
 	const secret = "alk_benchnode1secretbenchnode1secret"
 	if _, err := st.store.CreateToken(state.Token{Name: "node1", Role: "puller"}, sha256.Sum256([]byte(secret)), "admin"); err != nil {
 		b.Fatal(err)

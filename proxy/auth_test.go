@@ -28,14 +28,7 @@ import (
 // authentication on (user alice, password "alice-pw").
 func authStack(t *testing.T, s *stack) *httptest.Server {
 	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "htpasswd")
-	if err := os.WriteFile(file, []byte("alice:"+string(h)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := htpasswdFile(t, "alice", "alice-pw", bcrypt.MinCost)
 	pa, err := pullauth.New(config.RegistryAuth{Htpasswd: file}, s.store, pullauth.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +36,20 @@ func authStack(t *testing.T, s *stack) *httptest.Server {
 	srv := httptest.NewServer(proxy.New(s.cfg, s.store, s.content, s.engine, s.ups, proxy.WithAuth(pa)).Handler())
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// htpasswdFile writes an htpasswd file with user's bcrypt entry of pass.
+func htpasswdFile(tb testing.TB, user, pass string, cost int) string {
+	tb.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(pass), cost)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	file := filepath.Join(tb.TempDir(), "htpasswd")
+	if err := os.WriteFile(file, []byte(user+":"+string(h)+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return file
 }
 
 // TestPullAuth: without credentials every registry API request is 401

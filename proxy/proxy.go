@@ -149,7 +149,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					writeError(rec, r, http.StatusInternalServerError, CodeUnavailable, "internal error")
 				}
 			}
-			requests.WithLabelValues(r.Method, strconv.Itoa(rec.status)).Inc()
+			requests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(rec.status)).Inc()
 			s.log.Info("request", "method", r.Method, "path", r.URL.Path, "ns", r.URL.Query().Get("ns"),
 				"status", rec.status, "bytes", rec.bytes, "duration", time.Since(start).Round(time.Microsecond),
 				"remote", r.RemoteAddr, "ua", r.UserAgent(), "user", user)
@@ -164,6 +164,19 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// methodLabel is the method label of the request counter: the methods
+// of HTTP itself, else "other". net/http accepts any token as a method,
+// so a label per method would let anonymous clients add a time series
+// (memory, and lines on /metrics) with every request.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 // checkQuery refuses a query Airlock would have to guess at, and says why

@@ -150,19 +150,27 @@ func pullRecordsStack(b *testing.B) (off, on, off2 http.Handler, path string, re
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 	b.Cleanup(func() { cancel(); wg.Wait() })
 
-	d := st.up.PushImage(b, "library/bench:1", registrytest.Image(b, 2, 1024, types.OCIManifestSchema1))
-	ref := state.Ref{Upstream: "docker.io", Repository: "library/bench", Digest: digest.Digest(d.String())}
-	if _, err := st.engine.Request(ref, "bench"); err != nil {
-		b.Fatal(err)
-	}
-	st.waitState(b, ref, state.StateAwaitingApproval)
-	if _, err := st.engine.Approve(ref, "admin", "bench"); err != nil {
-		b.Fatal(err)
-	}
+	path = st.benchImage(b)
 	// Each request is logged as in production, into io.Discard.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	handler := func(opts ...proxy.Option) http.Handler {
 		return proxy.New(st.cfg, st.store, st.content, st.engine, st.ups, append(opts, proxy.WithLogger(log))...).Handler()
 	}
-	return handler(), handler(proxy.WithPullRecorder(rec)), handler(), "/v2/library/bench/manifests/" + d.String(), rec
+	return handler(), handler(proxy.WithPullRecorder(rec)), handler(), path, rec
+}
+
+// benchImage pushes library/bench:1 (two 1 KiB layers) upstream, has the
+// stack approve it and returns its manifest path by digest.
+func (s *stack) benchImage(b *testing.B) string {
+	b.Helper()
+	d := s.up.PushImage(b, "library/bench:1", registrytest.Image(b, 2, 1024, types.OCIManifestSchema1))
+	ref := state.Ref{Upstream: "docker.io", Repository: "library/bench", Digest: digest.Digest(d.String())}
+	if _, err := s.engine.Request(ref, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	s.waitState(b, ref, state.StateAwaitingApproval)
+	if _, err := s.engine.Approve(ref, "admin", "bench"); err != nil {
+		b.Fatal(err)
+	}
+	return "/v2/library/bench/manifests/" + d.String()
 }

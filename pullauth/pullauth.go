@@ -34,7 +34,11 @@
 //     TokenTTL) so that HTTP Basic on every request does not mean bcrypt
 //     on every request.
 //   - Authentication decides who may pull, never what: the gate still
-//     serves approved content only, to everyone alike.
+//     serves approved content only, to everyone alike. A bearer token
+//     covers only the repositories it was issued for (the name in the
+//     request path), but any valid credential may ask /token for any
+//     repository: scopes exist because clients expect them, not to divide
+//     images among users.
 package pullauth
 
 import (

@@ -18,7 +18,12 @@
 // person with no mapped group is refused with ErrNoRole. Their name, the
 // audit actor, is "oidc:" followed by their preferred_username, else
 // their email (unless the provider says it is unverified), else their
-// subject.
+// subject. That name is also the identity four-eyes approvals count
+// (gate.approvals_required), and OpenID Connect does not promise that
+// preferred_username or email stay the same (only sub does, which is
+// rarely readable): the provider must not let people change them
+// themselves, or one person could sign in under two names and approve
+// twice.
 package sso
 
 import (

@@ -177,16 +177,27 @@ func (r *rig) callbackURL(t *testing.T, c *http.Client, u oidctest.User) *url.UR
 		return nil
 	}
 	resp, err := r.idp.SignIn(&stop, r.rp.URL+startPath, u.Username, u.Password)
+	loc := redirected(t, "the provider", resp, err)
+	if loc.Path != callbackPath || loc.Query().Get("code") == "" || loc.Query().Get("state") == "" {
+		t.Fatalf("provider redirected to %v, want the callback with code and state", loc)
+	}
+	return loc
+}
+
+// redirected checks that a request (what) was answered, resp or err, with
+// a 302 and a Location, closes the body and returns the Location.
+func redirected(t *testing.T, what string, resp *http.Response, err error) *url.URL {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusFound {
-		t.Fatalf("provider answered %s, want a redirect to the callback", resp.Status)
+		t.Fatalf("%s answered %s, want a 302 redirect", what, resp.Status)
 	}
 	loc, err := resp.Location()
-	if err != nil || loc.Path != callbackPath || loc.Query().Get("code") == "" || loc.Query().Get("state") == "" {
-		t.Fatalf("provider redirected to %v (%v), want the callback with code and state", loc, err)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 	return loc
 }
@@ -278,17 +289,7 @@ func TestStart(t *testing.T) {
 	c := r.browser(t)
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := c.Get(r.rp.URL + startPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusFound {
-		t.Fatalf("Start: %s, want 302", resp.Status)
-	}
-	loc, err := resp.Location()
-	if err != nil {
-		t.Fatal(err)
-	}
+	loc := redirected(t, "Start", resp, err)
 	q := loc.Query()
 	if !strings.HasPrefix(loc.String(), r.idp.Issuer+"/") {
 		t.Errorf("Start redirected to %s, not the provider", loc)
@@ -331,11 +332,7 @@ func TestStart(t *testing.T) {
 	}
 	// Two starts give two different attempts.
 	resp2, err := c.Get(r.rp.URL + startPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp2.Body.Close()
-	loc2, _ := resp2.Location()
+	loc2 := redirected(t, "the second Start", resp2, err)
 	if loc2.Query().Get("state") == q.Get("state") || loc2.Query().Get("nonce") == q.Get("nonce") || loc2.Query().Get("code_challenge") == q.Get("code_challenge") {
 		t.Error("a second Start reused state, nonce or code challenge")
 	}
@@ -388,17 +385,11 @@ func TestForgedCallbacks(t *testing.T) {
 		q := loc.Query()
 		q.Set("state", q.Get("state")+"x")
 		loc.RawQuery = q.Encode()
-		status, body := get(t, c, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "state parameter does not match") {
-			t.Fatalf("%d %s", status, body)
-		}
+		refused(t, c, loc.String(), "state parameter does not match")
 	})
 	t.Run("no cookie", func(t *testing.T) {
 		loc := r.callbackURL(t, r.browser(t), alice)
-		status, body := get(t, r.browser(t), loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "login cookie is missing") {
-			t.Fatalf("%d %s", status, body)
-		}
+		refused(t, r.browser(t), loc.String(), "login cookie is missing")
 	})
 	t.Run("altered cookie", func(t *testing.T) {
 		c := r.browser(t)
@@ -411,10 +402,7 @@ func TestForgedCallbacks(t *testing.T) {
 			b[len(b)/2] = 'A'
 		}
 		setCookie(t, c, r.rp.URL, string(b))
-		status, body := get(t, c, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "login cookie does not verify") {
-			t.Fatalf("%d %s", status, body)
-		}
+		refused(t, c, loc.String(), "login cookie does not verify")
 	})
 	t.Run("replayed code", func(t *testing.T) {
 		c := r.browser(t)
@@ -424,15 +412,10 @@ func TestForgedCallbacks(t *testing.T) {
 			t.Fatalf("first callback: %d %s", status, body)
 		}
 		// The browser no longer has the cookie ...
-		if status, body := get(t, c, loc.String()); status != http.StatusUnauthorized || !strings.Contains(body, "login cookie is missing") {
-			t.Fatalf("replay: %d %s", status, body)
-		}
+		refused(t, c, loc.String(), "login cookie is missing")
 		// ... and whoever kept it finds the code spent at the provider.
 		setCookie(t, c, r.rp.URL, ck.Value)
-		status, body := get(t, c, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "exchange the authorization code") || !strings.Contains(body, "invalid_grant") {
-			t.Fatalf("replay with the cookie: %d %s", status, body)
-		}
+		refused(t, c, loc.String(), "exchange the authorization code", "invalid_grant")
 	})
 	t.Run("code from another sign-in", func(t *testing.T) {
 		// The attacker's code (their own login) pasted into the victim's
@@ -444,10 +427,7 @@ func TestForgedCallbacks(t *testing.T) {
 		q := loc.Query()
 		q.Set("code", attacker.Query().Get("code"))
 		loc.RawQuery = q.Encode()
-		status, body := get(t, victim, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "exchange the authorization code") {
-			t.Fatalf("%d %s", status, body)
-		}
+		body := refused(t, victim, loc.String(), "exchange the authorization code")
 		if !strings.Contains(body, "invalid code_verifier") {
 			t.Errorf("the provider did not refuse the code verifier: %s", body)
 		}
@@ -459,19 +439,13 @@ func TestForgedCallbacks(t *testing.T) {
 		c := r.browser(t)
 		loc := r.callbackURL(t, c, alice)
 		r.setClock(start.Add(10*time.Minute + time.Second))
-		status, body := get(t, c, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "sign-in expired") {
-			t.Fatalf("%d %s", status, body)
-		}
+		refused(t, c, loc.String(), "sign-in expired")
 	})
 	t.Run("provider error", func(t *testing.T) {
 		c := r.browser(t)
 		loc := r.callbackURL(t, c, alice)
 		q := url.Values{"error": {"access_denied"}, "error_description": {"no\x1b[31m " + strings.Repeat("x", 200)}, "state": {loc.Query().Get("state")}}
-		status, body := get(t, c, r.rp.URL+callbackPath+"?"+q.Encode())
-		if status != http.StatusUnauthorized || !strings.Contains(body, `refused the sign-in: "access_denied"`) {
-			t.Fatalf("%d %s", status, body)
-		}
+		body := refused(t, c, r.rp.URL+callbackPath+"?"+q.Encode(), `refused the sign-in: "access_denied"`)
 		if strings.Contains(body, "\x1b") || strings.Contains(body, strings.Repeat("x", 100)) {
 			t.Errorf("the provider's description is not quoted and cut: %q", body)
 		}
@@ -482,11 +456,24 @@ func TestForgedCallbacks(t *testing.T) {
 		q := loc.Query()
 		q.Del("code")
 		loc.RawQuery = q.Encode()
-		status, body := get(t, c, loc.String())
-		if status != http.StatusUnauthorized || !strings.Contains(body, "no authorization code") {
-			t.Fatalf("%d %s", status, body)
-		}
+		refused(t, c, loc.String(), "no authorization code")
 	})
+}
+
+// refused GETs the callback URL u with c and fails unless it is refused
+// (401) with a page that says each of want; it returns the page.
+func refused(t *testing.T, c *http.Client, u string, want ...string) string {
+	t.Helper()
+	status, body := get(t, c, u)
+	if status != http.StatusUnauthorized {
+		t.Fatalf("callback: %d %s, want 401", status, body)
+	}
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Fatalf("callback refused without saying %q: %s", w, body)
+		}
+	}
+	return body
 }
 
 func setCookie(t *testing.T, c *http.Client, u, value string) {

@@ -4,16 +4,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/internal/tlstest"
 	"github.com/airlockproxy/airlock/listener"
-	"github.com/airlockproxy/airlock/storage/state"
 )
 
 // TestAdminClientTLS: the admin commands reach an https:// admin API that
@@ -21,16 +17,8 @@ import (
 // with the CA and the client pair from flags or the environment; without
 // them, or with the TLS flags on a plain URL, they fail saying why.
 func TestAdminClientTLS(t *testing.T) {
-	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	s, _ := testAdmin(t, "boot")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := admin.New(gate.New(st, config.Gate{}, nil), st, "boot", admin.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ca, nodes, stranger := tlstest.NewCA(t, "server CA"), tlstest.NewCA(t, "admins CA"), tlstest.NewCA(t, "another CA")
 	pair := ca.Server(t, "127.0.0.1")
 	ln, err := listener.Listen("127.0.0.1:0", listener.Options{

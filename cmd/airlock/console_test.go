@@ -7,16 +7,12 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/airlockproxy/airlock/admin"
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/console"
-	"github.com/airlockproxy/airlock/gate"
 	"github.com/airlockproxy/airlock/internal/oidctest"
-	"github.com/airlockproxy/airlock/storage/state"
 )
 
 // ssoConsole serves the console with single sign-on through consoleSSO to
@@ -24,15 +20,7 @@ import (
 func ssoConsole(t *testing.T, idp *oidctest.Provider) (*httptest.Server, *consoleSSO) {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	adm, err := admin.New(gate.New(st, config.Gate{}, nil), st, "bootstrap-token", admin.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	adm, st := testAdmin(t, "bootstrap-token")
 	var h http.Handler
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)

@@ -3,30 +3,17 @@ package main
 import (
 	"bytes"
 	"io"
-	"log/slog"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/airlockproxy/airlock/admin"
-	"github.com/airlockproxy/airlock/config"
-	"github.com/airlockproxy/airlock/gate"
-	"github.com/airlockproxy/airlock/storage/state"
 )
 
 // TestTokensCommand: create prints the secret once, list shows the token
 // without it, the new token works, revoke stops it.
 func TestTokensCommand(t *testing.T) {
-	st, err := state.Open(filepath.Join(t.TempDir(), "airlock.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	s, err := admin.New(gate.New(st, config.Gate{}, nil), st, "boot", admin.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := testAdmin(t, "boot")
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	t.Setenv("AIRLOCK_ADMIN_URL", srv.URL)

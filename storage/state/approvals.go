@@ -1,6 +1,8 @@
 package state
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -129,4 +131,48 @@ func (s *Store) Approve(ref Ref, required int, kind JobKind, c Change) (Image, Q
 		})
 	})
 	return img, q, err
+}
+
+// withdrawApprovals removes every pending approval given by approver (a
+// token being revoked) and returns how many images had one. A revoked
+// token is a lost or stolen one, or its holder left: an approval it gave
+// must not be completed by the next approver, who would trust it. Only
+// records holding the approver's name are decoded.
+func withdrawApprovals(tx kv.Tx, approver string) (int, error) {
+	images := tx.Bucket(bucketImages)
+	needle, err := json.Marshal(Approval{Actor: approver})
+	if err != nil {
+		return 0, fmt.Errorf("withdraw approvals of %s: %w", approver, err)
+	}
+	// `{"actor":"<name>"`: how the approval starts in a record.
+	needle = needle[:bytes.IndexByte(needle, ',')]
+	type change struct {
+		key []byte
+		img Image
+	}
+	var changed []change
+	err = images.ForEach(func(k, v []byte) error {
+		if !bytes.Contains(v, needle) {
+			return nil
+		}
+		var img Image
+		if err := json.Unmarshal(v, &img); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		n := len(img.Approvals)
+		img.Approvals = slices.DeleteFunc(img.Approvals, func(a Approval) bool { return a.Actor == approver })
+		if len(img.Approvals) != n {
+			changed = append(changed, change{append([]byte(nil), k...), img})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("withdraw approvals of %s: %w", approver, err)
+	}
+	for _, c := range changed {
+		if err := putJSON(images, c.key, &c.img); err != nil {
+			return 0, fmt.Errorf("withdraw approvals of %s: %w", approver, err)
+		}
+	}
+	return len(changed), nil
 }

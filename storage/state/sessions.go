@@ -23,6 +23,15 @@ const MaxSessions = 10000
 // maxSessions is MaxSessions; tests lower it.
 var maxSessions = MaxSessions
 
+// MaxSessionsPerIdentity bounds one identity's sessions: at the bound a
+// new sign-in ends that identity's oldest session. Anyone who can sign in
+// can do so in a loop; this keeps them from ending everybody else's
+// sessions by filling MaxSessions.
+const MaxSessionsPerIdentity = 64
+
+// maxSessionsPerIdentity is MaxSessionsPerIdentity; tests lower it.
+var maxSessionsPerIdentity = MaxSessionsPerIdentity
+
 // Session is a signed-in person's console session. It lives in the state
 // store so that every replica behind a load balancer knows it.
 type Session struct {
@@ -44,8 +53,9 @@ type Session struct {
 	Expires time.Time `json:"expires"`
 }
 
-// CreateSession stores sess under its Hash. Expired sessions are dropped,
-// and at MaxSessions the oldest one ends. Sessions change no image state:
+// CreateSession stores sess under its Hash. Expired sessions are dropped;
+// at MaxSessionsPerIdentity sessions of sess.Identity its oldest one
+// ends, else at MaxSessions the oldest one of all. Sessions change no image state:
 // Changed waiters are not woken.
 func (s *Store) CreateSession(sess Session) error {
 	if len(sess.Hash) != 64 {
@@ -57,10 +67,10 @@ func (s *Store) CreateSession(sess Session) error {
 	return s.db.Update(func(tx kv.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		now := s.now()
-		var oldestKey []byte
-		var oldest time.Time
+		var oldestKey, oldestMine []byte
+		var oldest, oldestMineAt time.Time
 		var stale [][]byte
-		n := 0
+		n, mine := 0, 0
 		err := b.ForEach(func(k, v []byte) error {
 			var old Session
 			if err := json.Unmarshal(v, &old); err != nil || !now.Before(old.Expires) {
@@ -71,12 +81,23 @@ func (s *Store) CreateSession(sess Session) error {
 			if oldestKey == nil || old.Created.Before(oldest) {
 				oldestKey, oldest = append([]byte(nil), k...), old.Created
 			}
+			if old.Identity == sess.Identity {
+				mine++
+				if oldestMine == nil || old.Created.Before(oldestMineAt) {
+					oldestMine, oldestMineAt = append([]byte(nil), k...), old.Created
+				}
+			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("sessions: %w", err)
 		}
-		if n >= maxSessions && oldestKey != nil {
+		switch {
+		case mine >= maxSessionsPerIdentity && oldestMine != nil:
+			// The identity's own oldest session makes room, so that
+			// signing in again and again ends no one else's.
+			stale = append(stale, oldestMine)
+		case n >= maxSessions && oldestKey != nil:
 			stale = append(stale, oldestKey)
 		}
 		for _, k := range stale {

@@ -152,6 +152,8 @@ func (s *Store) TokenByHash(hash [32]byte) (Token, error) {
 // RevokeToken revokes the token name, audited as actor's "token-revoke".
 // ErrNotFound when there is no such token, ErrConflict when it is already
 // revoked. The record stays, so a use of the token is refused as revoked.
+// The token's pending approvals are withdrawn in the same transaction
+// (withdrawApprovals), and the audit entry says how many.
 func (s *Store) RevokeToken(name, actor string) (Token, error) {
 	var t Token
 	err := s.update(func(tx kv.Tx) error {
@@ -167,8 +169,15 @@ func (s *Store) RevokeToken(name, actor string) (Token, error) {
 		if err := putJSON(b, tokenKey(tokenNamePrefix, name), &t); err != nil {
 			return err
 		}
-		return appendAudit(tx, Entry{Time: now, Actor: actor, Action: "token-revoke",
-			Reason: fmt.Sprintf("token %s, role %s", t.Name, t.Role)})
+		reason := fmt.Sprintf("token %s, role %s", t.Name, t.Role)
+		n, err := withdrawApprovals(tx, name)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			reason += fmt.Sprintf("; %d pending approval%s withdrawn", n, map[bool]string{true: "s"}[n > 1])
+		}
+		return appendAudit(tx, Entry{Time: now, Actor: actor, Action: "token-revoke", Reason: reason})
 	})
 	t.Hash = ""
 	return t, err
