@@ -68,6 +68,7 @@ ARTIFACTS ?= $(CURDIR)/test-artifacts
 ##           and -count=1 because the test cache cannot see what a subprocess reads)
 test-e2e:
 	@if compgen -G 'e2e/*_test.go' >/dev/null; then \
+	  mkdir -p $(ARTIFACTS); \
 	  echo "$(GO) test -count=1 -artifacts -outputdir $(ARTIFACTS) ./e2e/"; $(GO) test -count=1 -artifacts -outputdir $(ARTIFACTS) ./e2e/; \
 	else \
 	  echo "e2e: no test files yet"; \

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -13,6 +14,11 @@ import (
 // DefaultOIDCGroupsClaim is admin.oidc.groups_claim when unset: the claim
 // most providers (Keycloak, Okta, Dex, Authentik) name the groups in.
 const DefaultOIDCGroupsClaim = "groups"
+
+// callbackPath is what the path of admin.oidc.redirect_url may be: under
+// /ui/login/ (the console's sign-in, where no other page is), so that the
+// console serves it among its routes and it takes no page's place.
+var callbackPath = regexp.MustCompile(`^/ui/login/[A-Za-z0-9._~/-]+$`)
 
 // OIDCRoles are the roles admin.oidc.roles may map a group to, lowest
 // first. They are admin.Role's values (admin/roles.go); admin imports
@@ -87,9 +93,8 @@ func (o OIDC) validate() error {
 	}
 	if u, _ := url.Parse(o.RedirectURL); u.Fragment != "" || u.Path == "" || u.Path == "/" {
 		return fmt.Errorf("redirect_url: %q needs a path for the callback and no fragment", o.RedirectURL)
-	} else if rest, ok := strings.CutPrefix(u.Path, "/ui/login/"); !ok || rest == "" || rest == "oidc" || u.RawQuery != "" {
-		// The console serves the callback among its own routes.
-		return fmt.Errorf("redirect_url: %q: the callback path must be under /ui/login/ (e.g. /ui/login/oidc/callback), not /ui/login/oidc itself, without a query", o.RedirectURL)
+	} else if u.RawPath != "" || u.RawQuery != "" || !callbackPath.MatchString(u.Path) || path.Clean(u.Path) != u.Path || u.Path == "/ui/login/oidc" {
+		return fmt.Errorf("redirect_url: the callback path %q must be a path of its own under /ui/login/ (the console's sign-in), e.g. /ui/login/oidc/callback, without a query", u.Path)
 	}
 	if o.GroupsClaim != "" && strings.TrimSpace(o.GroupsClaim) != o.GroupsClaim {
 		return fmt.Errorf("groups_claim: %q has surrounding spaces", o.GroupsClaim)

@@ -80,6 +80,12 @@ func TestOIDC(t *testing.T) {
 		{"no redirect", block("redirect_url", ""), "admin.oidc.redirect_url: required"},
 		{"http redirect", block("redirect_url", "redirect_url: http://airlock.example.com/ui/login/oidc/callback"), "admin.oidc.redirect_url: \"http://airlock.example.com/ui/login/oidc/callback\": plain http"},
 		{"redirect without path", block("redirect_url", "redirect_url: https://airlock.example.com"), "admin.oidc.redirect_url: \"https://airlock.example.com\" needs a path"},
+		// The console serves the callback: a path of its own under /ui/login/.
+		{"callback outside the console", block("redirect_url", "redirect_url: https://a.example/oidc/callback"), "under /ui/login/"},
+		{"callback at the console's root", block("redirect_url", "redirect_url: https://a.example/ui/"), "under /ui/login/"},
+		{"callback at the start path", block("redirect_url", "redirect_url: https://a.example/ui/login/oidc"), "path of its own"},
+		{"callback a pattern", block("redirect_url", "redirect_url: https://a.example/ui/login/{x}"), "under /ui/login/"},
+		{"callback with dot segments", block("redirect_url", "redirect_url: https://a.example/ui/login/../images/x"), "under /ui/login/"},
 		{"groups claim spaces", block("groups_claim", "groups_claim: ' groups'"), "admin.oidc.groups_claim: \" groups\" has surrounding spaces"},
 		{"no roles", block("roles", ""), "admin.oidc.roles: map at least one group"},
 		{"empty roles", block("roles", "roles: {}"), "admin.oidc.roles: map at least one group"},

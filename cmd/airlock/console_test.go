@@ -102,20 +102,15 @@ func TestConsoleSSOUnreachable(t *testing.T) {
 	}
 }
 
-// TestConsoleSSOConfig: what retrying cannot fix fails the start: a
-// callback path the console cannot serve (outside /ui/login/, one of its
-// pages, or a pattern), and an unset client secret variable.
+// TestConsoleSSOConfig: what retrying cannot fix fails the start: an
+// unset client secret variable. (Callback paths the console cannot serve
+// are configuration errors: config's TestOIDC.)
 func TestConsoleSSOConfig(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	base := config.OIDC{Issuer: "http://127.0.0.1:1", ClientID: "airlock", Roles: map[string]string{"g": "viewer"}}
 	for _, c := range []struct {
 		name, redirect, secretEnv, want string
 	}{
-		{"outside the console", "https://a.example/oidc/callback", "", "under /ui/login/"},
-		{"the console's root", "https://a.example/ui/", "", "under /ui/login/"},
-		{"the start path", "https://a.example/ui/login/oidc", "", "path of its own"},
-		{"a pattern", "https://a.example/ui/login/{x}", "", "under /ui/login/"},
-		{"dot segments", "https://a.example/ui/login/../images/x", "", "under /ui/login/"},
 		{"secret unset", "https://a.example/ui/login/oidc/callback", "AIRLOCK_TEST_UNSET_SECRET", "AIRLOCK_TEST_UNSET_SECRET"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
