@@ -306,9 +306,15 @@ func tryStart(t testing.TB, up *registrytest.Upstream, o options) (*Airlock, err
 func (a *Airlock) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	get := func(u string) int {
-		c := &http.Client{Timeout: 2 * time.Second, Transport: a.regHTTP.Transport}
-		if strings.HasPrefix(u, a.AdminURL) {
-			c.Transport = a.adminHTTP.Transport
+		// The clients are nil on an Airlock a test started by hand:
+		// plain HTTP then.
+		c := &http.Client{Timeout: 2 * time.Second}
+		if hc := a.regHTTP; strings.HasPrefix(u, a.AdminURL) {
+			if a.adminHTTP != nil {
+				c.Transport = a.adminHTTP.Transport
+			}
+		} else if hc != nil {
+			c.Transport = hc.Transport
 		}
 		resp, err := c.Get(u)
 		if err != nil {
