@@ -15,18 +15,7 @@ import (
 // the comment line "# <file>".
 func readmeConfig(t *testing.T, file string) string {
 	t.Helper()
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
-	for _, m := range blocks {
-		if strings.HasPrefix(m[1], "# "+file+"\n") {
-			return m[1]
-		}
-	}
-	t.Fatalf("README.md has no ```yaml block starting with \"# %s\"", file)
-	return ""
+	return readmeBlock(t, "yaml", file)
 }
 
 // loadYAML loads y with the real loader, ignoring the developer's token and DSN.
