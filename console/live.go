@@ -336,6 +336,19 @@ func (c *Console) sendNew(w http.ResponseWriter, rc *http.ResponseController, r 
 		}
 		fmt.Fprintf(&buf, "id: %d\nevent: state\ndata: %s\n\n", e.Seq, b)
 	}
+	if buf.Len() > 0 {
+		// Check the session again between the read and the send: it may
+		// have ended (on any replica) after the check before the read,
+		// and a change committed after that end must not go out. What
+		// was read is sent only if the session outlived the read.
+		switch _, err := c.checkSession(r); {
+		case errors.Is(err, errNoSession):
+			c.endStream(w, rc, "your session has ended; sign in again")
+			return errors.New("the session ended")
+		case err != nil:
+			return nil // unchecked: send nothing, read again next round
+		}
+	}
 	cur.remember(entries)
 	if len(entries) > 0 && entries[0].Seq > cur.last {
 		cur.last = entries[0].Seq
