@@ -44,6 +44,9 @@ func (r Role) rank() int {
 // Valid reports whether r is one of the roles.
 func (r Role) Valid() bool { return r.rank() > 0 }
 
+// AtLeast reports whether r may do what role need may (r is need or above it).
+func (r Role) AtLeast(need Role) bool { return r.Valid() && r.rank() >= need.rank() }
+
 // routeRoles is the authorization table of the admin API, the one place
 // that says who may do what: each route, as "METHOD path-template" of
 // the router, maps to the lowest role allowed to call it. Reading is for
@@ -121,7 +124,7 @@ func IdentityOf(r *http.Request) Identity {
 // error says which role it would need.
 func allowed(id Identity, r *http.Request) error {
 	need, key := requiredRole(r)
-	if id.Role.rank() >= need.rank() {
+	if id.Role.AtLeast(need) {
 		return nil
 	}
 	return fmt.Errorf("role %s may not %s (needs %s)", id.Role, key, need)

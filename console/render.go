@@ -135,19 +135,7 @@ type view struct {
 // Can reports whether the signed-in identity has at least role: the
 // console hides what the API would refuse (the API still decides).
 func (v view) Can(role string) bool {
-	return v.Me.Role.Valid() && rank(v.Me.Role) >= rank(admin.Role(role))
-}
-
-func rank(r admin.Role) int {
-	switch r {
-	case admin.RoleViewer:
-		return 1
-	case admin.RoleApprover:
-		return 2
-	case admin.RoleAdmin:
-		return 3
-	}
-	return 0
+	return v.Me.Role.AtLeast(admin.Role(role))
 }
 
 // render writes page name with status. A template error is a 500 with

@@ -113,7 +113,7 @@ func (c *Console) checkSession(r *http.Request) (*session, error) {
 		}
 		s.id = id
 	}
-	if rank(s.id.Role) == 0 {
+	if !s.id.Role.AtLeast(admin.RoleViewer) {
 		return nil, errNoSession
 	}
 	return s, nil
@@ -184,7 +184,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := sha256.Sum256([]byte(tok))
 	id, _, err := c.api.AuthenticateHash(sum)
-	if err == nil && rank(id.Role) == 0 {
+	if err == nil && !id.Role.AtLeast(admin.RoleViewer) {
 		// A puller token opens the registry, not the console.
 		err = fmt.Errorf("role %q cannot use the console", id.Role)
 	}
@@ -203,7 +203,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 // ssoCallback completes an OIDC sign-in.
 func (c *Console) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	name, role, err := c.sso.Finish(w, r)
-	if err == nil && rank(role) == 0 {
+	if err == nil && !role.AtLeast(admin.RoleViewer) {
 		err = errors.New("no console role")
 	}
 	if err != nil {
