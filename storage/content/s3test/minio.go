@@ -10,6 +10,7 @@ package s3test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -162,12 +163,24 @@ func tryStart(bin, dir string) (*Server, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := s.CreateBucket(context.Background(), s.Bucket); err != nil {
-		s.Stop()
-		return nil, err
+	// MinIO can answer ready before its object layer is up, and then
+	// refuses requests with 503 XMinioServerNotInitialized (seen in CI):
+	// retry the bucket until the same deadline.
+	for {
+		err := s.CreateBucket(context.Background(), s.Bucket)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errNotInitialized) || time.Now().After(deadline) {
+			s.Stop()
+			return nil, err
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return s, nil
 }
+
+// errNotInitialized marks a 503 from a MinIO still starting up.
+var errNotInitialized = errors.New("server not initialized yet")
 
 // CreateBucket creates a bucket with one SigV4-signed PUT. The signer is
 // used directly rather than an SDK session: a session reads AWS_* from the
@@ -192,6 +205,9 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			return fmt.Errorf("create bucket %s: %w: %s: %s", name, errNotInitialized, resp.Status, body)
+		}
 		return fmt.Errorf("create bucket %s: %s: %s", name, resp.Status, body)
 	}
 	return nil
