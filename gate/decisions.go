@@ -82,9 +82,10 @@ func (e *Engine) ApprovalsRequired() int { return max(e.cfg.ApprovalsRequired, 1
 // the pipeline moving the image clears them, and each expires after
 // state.ApprovalTTL (7 days), so a stale approval cannot be completed
 // months later; revoking a token withdraws its pending approvals
-// (state.Store.RevokeToken). The bootstrap admin is one identity like any other. An
-// identity is a credential, not a person: one person holding two tokens,
-// or a token and an OIDC login, counts twice. Four eyes stops an approver
+// (state.Store.RevokeToken). The bootstrap admin is one identity like any other.
+// Names count without their "oidc:" prefix and case (a token "alice" and
+// the SSO login "oidc:alice" are one approver); otherwise an identity is a
+// credential, not a person: two tokens of different names count twice. Four eyes stops an approver
 // acting alone, not an admin, who issues the tokens (each names its
 // creator, and the audit log every approver). A pending approval emits
 // no event: the image's state did not change.

@@ -34,6 +34,22 @@ type Approval struct {
 // is already pending approves it again: one identity counts once.
 var ErrSameApprover = errors.New("a different approver must approve")
 
+// samePerson reports whether two identities count as one approver. An
+// identity is a credential; a person commonly holds an API token named
+// after them and an SSO login ("oidc:alice"), and four eyes must not count
+// those twice. So names are compared without a "scheme:" prefix (token
+// names cannot contain ':') and case-insensitively. This may join two
+// people who share a name, which only makes the rule stricter.
+func samePerson(a, b string) bool {
+	person := func(id string) string {
+		if _, name, ok := strings.Cut(id, ":"); ok {
+			return name
+		}
+		return id
+	}
+	return strings.EqualFold(person(a), person(b))
+}
+
 // Quorum is what one call of Store.Approve did.
 type Quorum struct {
 	// Approved is set when this approval was the last one needed: the
@@ -107,7 +123,7 @@ func (s *Store) Approve(ref Ref, required int, kind JobKind, c Change) (Image, Q
 		pending := img.PendingApprovals(now)
 		q.Approvers = q.Approvers[:0]
 		for k, a := range pending {
-			if a.Actor == c.Actor {
+			if samePerson(a.Actor, c.Actor) {
 				return fmt.Errorf("approval %d of %d by %s already recorded; %w", k+1, required, a.Actor, ErrSameApprover)
 			}
 			q.Approvers = append(q.Approvers, a.Actor)

@@ -66,6 +66,9 @@ func TestApproveQuorum(t *testing.T) {
 		{"two required, same approver twice", 2, []string{"alice", "alice"}, -1, []int{1}},
 		{"two required, same approver twice then another", 2, []string{"alice", "alice", "bob"}, 2, []int{1}},
 		{"bootstrap admin is one identity", 2, []string{"admin", "admin", "alice"}, 2, []int{1}},
+		{"a token and an SSO login of one name are one person", 2, []string{"alice", "oidc:alice", "bob"}, 2, []int{1}},
+		{"names are compared without case", 2, []string{"oidc:Alice", "alice", "oidc:bob"}, 2, []int{1}},
+		{"different SSO people", 2, []string{"oidc:alice", "oidc:bob"}, 1, nil},
 		{"three required", 3, []string{"alice", "bob", "bob", "carol"}, 3, []int{2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
