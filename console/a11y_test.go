@@ -123,6 +123,22 @@ func TestContrast(t *testing.T) {
 			t.Errorf("%s on %s: contrast %.2f:1, want at least 4.5:1", c.fg, c.bg, r)
 		}
 	}
+	// The keyboard focus ring is drawn outside the control (outline-offset),
+	// on the page's backgrounds: WCAG 2 non-text contrast, 3:1. Every
+	// outline uses it.
+	for _, m := range regexp.MustCompile(`outline:\s*([^;}]+)`).FindAllStringSubmatch(string(css), -1) {
+		if v := strings.TrimSpace(m[1]); v != "3px solid var(--focus)" && v != "none" {
+			t.Errorf("outline %q: use 3px solid var(--focus)", v)
+		}
+	}
+	for _, bg := range []string{"#ffffff", "#f6f8fa", "#e7f3ff"} {
+		if vars["focus"] == "" {
+			t.Fatal("--focus is missing from console.css")
+		}
+		if r := contrast(vars["focus"], bg); r < 3 {
+			t.Errorf("focus ring %s on %s: contrast %.2f:1, want at least 3:1", vars["focus"], bg, r)
+		}
+	}
 }
 
 // contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
