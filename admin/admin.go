@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -331,6 +332,12 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
+	}
+	// ?repo=<upstream>/<repository> keeps one repository's images: the
+	// tag status below reads every listed tag's record, and a page about
+	// one image (the console's) needs only its repository's.
+	if repo := r.URL.Query().Get("repo"); repo != "" {
+		imgs = slices.DeleteFunc(imgs, func(i state.Image) bool { return i.Repo() != repo })
 	}
 	out, err := s.tagStatus(imgs)
 	if err != nil {

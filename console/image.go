@@ -351,7 +351,8 @@ func (c *Console) loadTimeline(r *http.Request, d *imageData) {
 // loadTags fills each tag's row: what the API's image list says of this
 // digest for the tag (tag_status), and which approved digest of the
 // repository a pull of the tag gets now (the one whose status is
-// "current"). Only the approved list and this image's state are read.
+// "current"). Only the approved list and this image's state are read,
+// of this repository only (?repo=).
 func (c *Console) loadTags(r *http.Request, d *imageData) {
 	img := d.Image
 	if len(img.Tags) == 0 {
@@ -367,7 +368,8 @@ func (c *Console) loadTags(r *http.Request, d *imageData) {
 		var out struct {
 			Images []admin.ListedImage `json:"images"`
 		}
-		if err := c.call(r, http.MethodGet, "/api/v1/images?state="+url.QueryEscape(string(st)), nil, &out); err != nil {
+		q := url.Values{"state": {string(st)}, "repo": {img.Repo()}}
+		if err := c.call(r, http.MethodGet, "/api/v1/images?"+q.Encode(), nil, &out); err != nil {
 			d.TagsErr = c.partFailed(r, "tags", err)
 			break
 		}

@@ -133,6 +133,7 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 	conn := addAdminFlags(fs)
 	reason := fs.String("reason", "", "why (recorded in the audit log)")
 	stateFilter := fs.String("state", "", "only images in this state")
+	repoFilter := fs.String("repo", "", "only images of this repository (<upstream>/<repository>)")
 	imageFilter := fs.String("image", "", "only entries of this image")
 	limit := fs.Int("limit", 50, "at most this many entries")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -156,7 +157,11 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 		var out struct {
 			Images []admin.ListedImage `json:"images"`
 		}
-		if err := c.do(http.MethodGet, "/api/v1/images?state="+url.QueryEscape(*stateFilter), nil, &out); err != nil {
+		q := url.Values{"state": {*stateFilter}}
+		if *repoFilter != "" {
+			q.Set("repo", *repoFilter)
+		}
+		if err := c.do(http.MethodGet, "/api/v1/images?"+q.Encode(), nil, &out); err != nil {
 			return err
 		}
 		if *asJSON {

@@ -19,7 +19,8 @@ const usage = `airlock: a pull-through registry proxy with a quarantine gate
 Usage:
   airlock serve [--config airlock.yaml]     run the proxy (embedded defaults without a file)
   airlock version                           print the version
-  airlock images list [--state STATE]       list images Airlock knows
+  airlock images list [--state STATE] [--repo REPO]
+                                            list images Airlock knows
   airlock images show IMAGE                 show one image with its audit trail
   airlock approve IMAGE [--reason TEXT]     approve an image (serve it)
   airlock revoke IMAGE [--reason TEXT] [--allow-fallback]

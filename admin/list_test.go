@@ -1,0 +1,71 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/airlockproxy/airlock/storage/state"
+)
+
+// TestListImagesFilters: GET /api/v1/images keeps the images of one state
+// (?state=) and of one repository (?repo=<upstream>/<repository>), both
+// at once; an unknown state is a 400. A repository is matched whole: one
+// whose name only starts the same is not in it.
+func TestListImagesFilters(t *testing.T) {
+	a := newTestAPI(t)
+	put := func(upstream, repo, seed string, to state.State) string {
+		t.Helper()
+		ref := state.Ref{Upstream: upstream, Repository: repo, Digest: digest.FromString(seed)}
+		if _, _, err := a.store.Request(ref, "pull"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.store.Transition(ref, state.Change{To: to, Actor: state.ActorPipeline, Action: "test", Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		return ref.String()
+	}
+	app1 := put("docker.io", "library/app", "1", state.StateApproved)
+	app2 := put("docker.io", "library/app", "2", state.StateRejected)
+	appx := put("docker.io", "library/app-extra", "3", state.StateApproved)
+	ghcr := put("ghcr.io", "library/app", "4", state.StateApproved)
+
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"", []string{app1, app2, appx, ghcr}},
+		{"?state=approved", []string{app1, appx, ghcr}},
+		{"?repo=docker.io/library/app", []string{app1, app2}},
+		{"?state=approved&repo=docker.io/library/app", []string{app1}},
+		{"?repo=ghcr.io/library/app", []string{ghcr}},
+		{"?repo=docker.io/library", nil},
+		{"?repo=quay.io/nothing", nil},
+	} {
+		code, body := a.call(t, bootstrap, http.MethodGet, "/api/v1/images"+tc.query, "")
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.query, code, body)
+		}
+		var out struct {
+			Images []ListedImage `json:"images"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil {
+			t.Fatalf("%s: %v", tc.query, err)
+		}
+		var got []string
+		for _, i := range out.Images {
+			got = append(got, i.Ref.String())
+		}
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(tc.want))
+		if !slices.Equal(got, want) {
+			t.Errorf("GET /api/v1/images%s: %v, want %v", tc.query, got, want)
+		}
+	}
+	if code, body := a.call(t, bootstrap, http.MethodGet, "/api/v1/images?state=nope", ""); code != http.StatusBadRequest {
+		t.Errorf("unknown state: %d %s", code, body)
+	}
+}
