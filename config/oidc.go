@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // DefaultOIDCGroupsClaim is admin.oidc.groups_claim when unset: the claim
@@ -53,6 +54,27 @@ type OIDC struct {
 	// Roles maps a group name (as the provider spells it in the groups
 	// claim) to an Airlock role: viewer, approver or admin.
 	Roles map[string]string `yaml:"roles"`
+	// SessionTTL is how long a console session started through single
+	// sign-on lasts (default 8h, 5m..24h). Its role is the one the
+	// provider's groups gave at sign-in: a person removed from a group
+	// at the provider keeps the role until the session ends, so this is
+	// how long such a change may take to reach the console.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+}
+
+// Bounds of admin.oidc.session_ttl.
+const (
+	DefaultOIDCSessionTTL = 8 * time.Hour
+	MinOIDCSessionTTL     = 5 * time.Minute
+	MaxOIDCSessionTTL     = 24 * time.Hour
+)
+
+// SessionLifetime is SessionTTL, or its default when unset.
+func (o OIDC) SessionLifetime() time.Duration {
+	if o.SessionTTL == 0 {
+		return DefaultOIDCSessionTTL
+	}
+	return o.SessionTTL
 }
 
 // Enabled reports whether single sign-on is configured.
@@ -67,7 +89,7 @@ func (o OIDC) validate() error {
 	if !o.Enabled() {
 		// A half-written block without an issuer would silently leave
 		// SSO off: say so instead.
-		if o.ClientID != "" || o.ClientSecretEnv != "" || o.RedirectURL != "" || o.GroupsClaim != "" || len(o.Roles) > 0 {
+		if o.ClientID != "" || o.ClientSecretEnv != "" || o.RedirectURL != "" || o.GroupsClaim != "" || len(o.Roles) > 0 || o.SessionTTL != 0 {
 			return errors.New("issuer: required when any other admin.oidc key is set")
 		}
 		return nil
@@ -98,6 +120,9 @@ func (o OIDC) validate() error {
 	}
 	if o.GroupsClaim != "" && strings.TrimSpace(o.GroupsClaim) != o.GroupsClaim {
 		return fmt.Errorf("groups_claim: %q has surrounding spaces", o.GroupsClaim)
+	}
+	if o.SessionTTL != 0 && (o.SessionTTL < MinOIDCSessionTTL || o.SessionTTL > MaxOIDCSessionTTL) {
+		return fmt.Errorf("session_ttl: %v is not between %v and %v", o.SessionTTL, MinOIDCSessionTTL, MaxOIDCSessionTTL)
 	}
 	if len(o.Roles) == 0 {
 		// Without a mapping nobody could sign in.

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOIDC covers admin.oidc: off by default, a full block loaded as
@@ -21,6 +22,7 @@ func TestOIDC(t *testing.T) {
     redirect_url: https://airlock.example.com:5001/ui/login/oidc/callback
     groups_claim: roles
     roles: {registry-viewers: viewer, security: approver, platform: admin}
+    session_ttl: 1h
 `
 	c, err := Load(writeConfig(t, full))
 	if err != nil {
@@ -33,9 +35,16 @@ func TestOIDC(t *testing.T) {
 		RedirectURL:     "https://airlock.example.com:5001/ui/login/oidc/callback",
 		GroupsClaim:     "roles",
 		Roles:           map[string]string{"registry-viewers": "viewer", "security": "approver", "platform": "admin"},
+		SessionTTL:      time.Hour,
 	}
 	if !reflect.DeepEqual(c.Admin.OIDC, want) {
 		t.Errorf("admin.oidc = %+v, want %+v", c.Admin.OIDC, want)
+	}
+	if got := c.Admin.OIDC.SessionLifetime(); got != time.Hour {
+		t.Errorf("session lifetime %v, want 1h", got)
+	}
+	if got := (OIDC{}).SessionLifetime(); got != DefaultOIDCSessionTTL {
+		t.Errorf("default session lifetime %v, want %v", got, DefaultOIDCSessionTTL)
 	}
 
 	// block builds an admin.oidc block from a valid one with the named
@@ -53,7 +62,7 @@ func TestOIDC(t *testing.T) {
 		}
 		var b strings.Builder
 		b.WriteString("admin:\n  oidc:\n")
-		for _, k := range []string{"issuer", "client_id", "client_secret_env", "redirect_url", "groups_claim", "roles"} {
+		for _, k := range []string{"issuer", "client_id", "client_secret_env", "redirect_url", "groups_claim", "roles", "session_ttl"} {
 			if l := lines[k]; l != "" {
 				b.WriteString("    " + l + "\n")
 			}
@@ -92,6 +101,11 @@ func TestOIDC(t *testing.T) {
 		{"unknown role", block("roles", "roles: {ops: root}"), "admin.oidc.roles.ops: \"root\" is not one of viewer, approver, admin"},
 		{"role case", block("roles", "roles: {ops: Admin}"), "admin.oidc.roles.ops: \"Admin\" is not one of"},
 		{"empty group", block("roles", "roles: {'': admin}"), "admin.oidc.roles: a group name must not be empty"},
+		{"session ttl", block("session_ttl", "session_ttl: 30m"), ""},
+		{"session ttl at its bounds", block("session_ttl", "session_ttl: 24h"), ""},
+		{"session ttl too short", block("session_ttl", "session_ttl: 1m"), "admin.oidc.session_ttl: 1m0s is not between 5m0s and 24h0m0s"},
+		{"session ttl too long", block("session_ttl", "session_ttl: 168h"), "admin.oidc.session_ttl: 168h0m0s is not between"},
+		{"session ttl not a duration", block("session_ttl", "session_ttl: 8 hours"), "session_ttl"},
 		{"unknown key", block("roles", "roles: {ops: admin}\n    scopes: [openid]"), "scopes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,8 +17,9 @@ import (
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
-// SessionTTL bounds a console session. A token's session also ends with
-// the token (revoked or expired).
+// SessionTTL bounds a console session signed in with a token (which also
+// ends with the token, revoked or expired), and one signed in through
+// single sign-on unless WithSSO sets another lifetime.
 const SessionTTL = 8 * time.Hour
 
 //go:embed templates/*.html
@@ -44,8 +45,10 @@ type Console struct {
 	api   *admin.Server
 	store *state.Store
 	sso   SSO
-	log   *slog.Logger
-	pages map[string]*pageTemplate
+	// ssoTTL is the lifetime of a session signed in through sso.
+	ssoTTL time.Duration
+	log    *slog.Logger
+	pages  map[string]*pageTemplate
 	// streams are the open live-update streams (live.go).
 	streams liveState
 }
@@ -56,8 +59,13 @@ type Option func(*Console)
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(c *Console) { c.log = l } }
 
-// WithSSO offers single sign-on through s.
-func WithSSO(s SSO) Option { return func(c *Console) { c.sso = s } }
+// WithSSO offers single sign-on through s. A session signed in through it
+// lasts sessionTTL (SessionTTL when 0): its role is what the provider said
+// at sign-in, so this bounds how long a change at the provider takes to
+// reach the console.
+func WithSSO(s SSO, sessionTTL time.Duration) Option {
+	return func(c *Console) { c.sso, c.ssoTTL = s, sessionTTL }
+}
 
 // New returns the console over the admin API api and the state store
 // holding its sessions.

@@ -16,8 +16,8 @@
 //     Secure, SameSite=Strict, and a token's session ends when the token is
 //     revoked or expires (checked at every request, and before every
 //     live update sent). An OIDC session keeps the role it signed in with
-//     for SessionTTL: a person removed at the provider is refused at the
-//     next sign-in, not sooner. A sign-in never adopts a cookie the
+//     for its lifetime (admin.oidc.session_ttl, default 8h): a person
+//     removed at the provider is refused at the next sign-in, not sooner. A sign-in never adopts a cookie the
 //     browser already had, and one identity's sessions are bounded
 //     (state.MaxSessionsPerIdentity), so signing in in a loop ends only
 //     its own oldest sessions.

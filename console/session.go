@@ -50,15 +50,19 @@ func hashHex(s string) string {
 func (c *Console) startSession(w http.ResponseWriter, id admin.Identity, tokenHash string) error {
 	secret := newSecret()
 	now := time.Now()
+	ttl := SessionTTL
+	if tokenHash == "" && c.ssoTTL > 0 {
+		ttl = c.ssoTTL
+	}
 	err := c.store.CreateSession(state.Session{
 		Hash: hashHex(secret), Identity: id.Name, Role: string(id.Role), TokenHash: tokenHash,
-		CSRF: newSecret(), Created: now, Expires: now.Add(SessionTTL),
+		CSRF: newSecret(), Created: now, Expires: now.Add(ttl),
 	})
 	if err != nil {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: sessionCookie, Value: secret, Path: "/ui/", MaxAge: int(SessionTTL / time.Second),
+		Name: sessionCookie, Value: secret, Path: "/ui/", MaxAge: int(ttl / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
 	c.log.Info("console: signed in", "identity", id.Name, "role", string(id.Role))

@@ -2,22 +2,32 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/airlockproxy/airlock/config"
 	"github.com/airlockproxy/airlock/console"
 	"github.com/airlockproxy/airlock/internal/oidctest"
+	"github.com/airlockproxy/airlock/storage/state"
 )
 
+// ssoSessionTTL is admin.oidc.session_ttl in ssoConsole.
+const ssoSessionTTL = 10 * time.Minute
+
 // ssoConsole serves the console with single sign-on through consoleSSO to
-// the OpenID provider idp, as serve wires it, on an https test server.
-func ssoConsole(t *testing.T, idp *oidctest.Provider) (*httptest.Server, *consoleSSO) {
+// the OpenID provider idp, as serve wires it (session_ttl ssoSessionTTL),
+// on an https test server; it returns the state store holding the
+// sessions too.
+func ssoConsole(t *testing.T, idp *oidctest.Provider) (*httptest.Server, *state.Store) {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	adm, st := testAdmin(t, "bootstrap-token")
@@ -27,30 +37,32 @@ func ssoConsole(t *testing.T, idp *oidctest.Provider) (*httptest.Server, *consol
 	callback := srv.URL + "/ui/login/oidc/callback"
 	idp.AllowRedirectURI(callback)
 	t.Setenv("AIRLOCK_TEST_OIDC_SECRET", idp.ClientSecret)
-	s, err := newConsoleSSO(context.Background(), config.OIDC{
+	cfg := config.OIDC{
 		Issuer: idp.Issuer, ClientID: idp.ClientID, ClientSecretEnv: "AIRLOCK_TEST_OIDC_SECRET",
-		RedirectURL: callback, Roles: map[string]string{"reviewers": "approver"},
-	}, quiet)
+		RedirectURL: callback, Roles: map[string]string{"reviewers": "approver"}, SessionTTL: ssoSessionTTL,
+	}
+	s, err := newConsoleSSO(context.Background(), cfg, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := console.New(adm, st, console.WithLogger(quiet), console.WithSSO(s))
+	cons, err := console.New(adm, st, console.WithLogger(quiet), console.WithSSO(s, cfg.SessionLifetime()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(cons.Close)
 	h = cons.Handler()
-	return srv, s
+	return srv, st
 }
 
 // TestConsoleSSO signs people in to the console through a real OpenID
 // provider: a person whose group maps to a role gets a session as
-// "oidc:<name>" with that role; one without a mapped group is refused.
+// "oidc:<name>" with that role, lasting admin.oidc.session_ttl; one
+// without a mapped group is refused.
 func TestConsoleSSO(t *testing.T) {
 	idp := oidctest.Start(t,
 		oidctest.User{Username: "alice", Password: "alice-pw", Groups: []string{"reviewers"}},
 		oidctest.User{Username: "mallory", Password: "mallory-pw", Groups: []string{"interns"}})
-	srv, _ := ssoConsole(t, idp)
+	srv, st := ssoConsole(t, idp)
 	browser := func() *http.Client {
 		jar, err := cookiejar.New(nil)
 		if err != nil {
@@ -59,7 +71,8 @@ func TestConsoleSSO(t *testing.T) {
 		return &http.Client{Transport: srv.Client().Transport, Jar: jar}
 	}
 
-	resp, err := idp.SignIn(browser(), srv.URL+"/ui/login/oidc", "alice", "alice-pw")
+	alice := browser()
+	resp, err := idp.SignIn(alice, srv.URL+"/ui/login/oidc", "alice", "alice-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +81,17 @@ func TestConsoleSSO(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/ui/" ||
 		!strings.Contains(string(body), `<strong id="me" data-role="approver">oidc:alice</strong>`) {
 		t.Fatalf("after single sign-on: %d at %s:\n%s", resp.StatusCode, resp.Request.URL, body)
+	}
+	u, _ := url.Parse(srv.URL + "/ui/")
+	var sess state.Session
+	for _, c := range alice.Jar.Cookies(u) {
+		sum := sha256.Sum256([]byte(c.Value))
+		if s, err := st.Session(hex.EncodeToString(sum[:])); err == nil {
+			sess = s
+		}
+	}
+	if sess.Identity != "oidc:alice" || sess.Expires.Sub(sess.Created) != ssoSessionTTL {
+		t.Errorf("alice's session: %s from %s to %s, want oidc:alice for session_ttl %v", sess.Identity, sess.Created, sess.Expires, ssoSessionTTL)
 	}
 
 	resp, err = idp.SignIn(browser(), srv.URL+"/ui/login/oidc", "mallory", "mallory-pw")

@@ -266,7 +266,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			consOpts = append(consOpts, console.WithSSO(s))
+			consOpts = append(consOpts, console.WithSSO(s, cfg.Admin.OIDC.SessionLifetime()))
 		}
 		cons, err := console.New(adm, store, consOpts...)
 		if err != nil {
