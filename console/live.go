@@ -25,6 +25,10 @@ const (
 	// MaxLiveStreamsPerSession bounds one session's streams (one per open
 	// tab), so that one signed-in person cannot take every stream.
 	MaxLiveStreamsPerSession = 16
+	// MaxLiveStreamsPerIdentity bounds one identity's streams over all its
+	// sessions, so that one token signed in many times cannot take every
+	// stream either: half the process's.
+	MaxLiveStreamsPerIdentity = MaxLiveStreams / 2
 	// liveHeartbeat is how often an idle stream sends a comment, so that
 	// proxies and load balancers do not time it out.
 	liveHeartbeat = 15 * time.Second
@@ -51,15 +55,16 @@ const (
 	liveMaxRead = 1000
 )
 
-// liveState is the console's live streams: how many are open, in all and
-// per session, and the signal that ends them (Close). The zero value
-// applies the constants; tests set the fields.
+// liveState is the console's live streams: how many are open, in all,
+// per session and per identity, and the signal that ends them (Close).
+// The zero value applies the constants; tests set the fields.
 type liveState struct {
-	mu         sync.Mutex
-	open       int
-	perSession map[string]int
-	done       chan struct{}
-	closed     bool
+	mu          sync.Mutex
+	open        int
+	perSession  map[string]int
+	perIdentity map[string]int
+	done        chan struct{}
+	closed      bool
 
 	// max and perMax bound the streams (MaxLiveStreams,
 	// MaxLiveStreamsPerSession); poll and sessionCheck are livePoll and
@@ -68,32 +73,38 @@ type liveState struct {
 	poll, sessionCheck time.Duration
 }
 
-// acquire takes a stream slot for session; 0 on success, else the status
-// to refuse with: 503 when the process has MaxLiveStreams open, 429 when
-// the session has MaxLiveStreamsPerSession.
-func (l *liveState) acquire(session string) int {
+// acquire takes a stream slot for session of identity; 0 on success,
+// else the status to refuse with: 503 when the process has
+// MaxLiveStreams open, 429 when the session has MaxLiveStreamsPerSession
+// or the identity MaxLiveStreamsPerIdentity.
+func (l *liveState) acquire(session, identity string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.perSession == nil {
-		l.perSession = map[string]int{}
+		l.perSession, l.perIdentity = map[string]int{}, map[string]int{}
 	}
 	switch {
 	case l.open >= orDefault(l.max, MaxLiveStreams):
 		return http.StatusServiceUnavailable
-	case l.perSession[session] >= orDefault(l.perMax, MaxLiveStreamsPerSession):
+	case l.perSession[session] >= orDefault(l.perMax, MaxLiveStreamsPerSession),
+		l.perIdentity[identity] >= MaxLiveStreamsPerIdentity:
 		return http.StatusTooManyRequests
 	}
 	l.open++
 	l.perSession[session]++
+	l.perIdentity[identity]++
 	return 0
 }
 
-func (l *liveState) release(session string) {
+func (l *liveState) release(session, identity string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.open--
 	if l.perSession[session]--; l.perSession[session] <= 0 {
 		delete(l.perSession, session)
+	}
+	if l.perIdentity[identity]--; l.perIdentity[identity] <= 0 {
+		delete(l.perIdentity, identity)
 	}
 }
 
@@ -165,13 +176,13 @@ type liveCursor struct {
 // console shuts down (Close).
 func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	sess := sessionOf(r)
-	if status := c.streams.acquire(sess.Hash); status != 0 {
+	if status := c.streams.acquire(sess.Hash, sess.id.Name); status != 0 {
 		c.log.Warn("console: live stream refused", "identity", sess.id.Name, "status", status, "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many live update streams", status)
 		return
 	}
-	defer c.streams.release(sess.Hash)
+	defer c.streams.release(sess.Hash, sess.id.Name)
 	done := c.streams.stopping()
 
 	// Where the stream starts: after the newest entry, or after the last

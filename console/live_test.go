@@ -154,31 +154,41 @@ func mustUint(t *testing.T, s string) uint64 {
 }
 
 // TestLiveStreamBounds: a session may open MaxLiveStreamsPerSession
-// streams (then 429) and the process MaxLiveStreams (then 503); a closed
+// streams (then 429), an identity MaxLiveStreamsPerIdentity over its
+// sessions (then 429) and the process MaxLiveStreams (then 503); a closed
 // stream frees its slot. Without a session the stream is not served.
 func TestLiveStreamBounds(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	tok := e.token(t, "vera", admin.RoleViewer)
-	var browsers []*browser
-	for range MaxLiveStreams / MaxLiveStreamsPerSession {
-		browsers = append(browsers, e.browser(t).signIn(t, tok))
-	}
+	// Each identity signs in as many sessions as it may fill.
+	sessions := MaxLiveStreamsPerIdentity / MaxLiveStreamsPerSession
+	identities := MaxLiveStreams / MaxLiveStreamsPerIdentity
 	var open []*stream
-	for i, b := range browsers {
-		for range MaxLiveStreamsPerSession {
-			s := b.openStream(t, nil)
-			if s.resp.StatusCode != http.StatusOK {
-				t.Fatalf("stream %d: %d", len(open)+1, s.resp.StatusCode)
+	for id := range identities {
+		tok := e.token(t, fmt.Sprintf("vera%d", id), admin.RoleViewer)
+		for i := range sessions {
+			b := e.browser(t).signIn(t, tok)
+			for range MaxLiveStreamsPerSession {
+				s := b.openStream(t, nil)
+				if s.resp.StatusCode != http.StatusOK {
+					t.Fatalf("stream %d: %d", len(open)+1, s.resp.StatusCode)
+				}
+				open = append(open, s)
 			}
-			open = append(open, s)
+			if id == 0 && i == 0 {
+				if s := b.openStream(t, nil); s.resp.StatusCode != http.StatusTooManyRequests {
+					t.Fatalf("stream %d of one session: %d, want 429", MaxLiveStreamsPerSession+1, s.resp.StatusCode)
+				}
+			}
 		}
-		if i == 0 {
+		if id == 0 {
+			// Another session of the same identity: over its bound.
+			b := e.browser(t).signIn(t, tok)
 			if s := b.openStream(t, nil); s.resp.StatusCode != http.StatusTooManyRequests {
-				t.Fatalf("stream %d of one session: %d, want 429", MaxLiveStreamsPerSession+1, s.resp.StatusCode)
+				t.Fatalf("stream %d of one identity: %d, want 429", MaxLiveStreamsPerIdentity+1, s.resp.StatusCode)
 			}
 		}
 	}
-	extra := e.browser(t).signIn(t, tok)
+	extra := e.browser(t).signIn(t, e.token(t, "walt", admin.RoleViewer))
 	if s := extra.openStream(t, nil); s.resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("stream %d: %d, want 503", MaxLiveStreams+1, s.resp.StatusCode)
 	}
