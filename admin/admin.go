@@ -339,6 +339,16 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 	if repo := r.URL.Query().Get("repo"); repo != "" {
 		imgs = slices.DeleteFunc(imgs, func(i state.Image) bool { return i.Repo() != repo })
 	}
+	// ?flagged=true keeps the images a rescan flagged (false: the others):
+	// the console's queue looks for flagged ones among every approved image.
+	if v := r.URL.Query().Get("flagged"); v != "" {
+		flagged, err := strconv.ParseBool(v)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("flagged: %q is not true or false", v))
+			return
+		}
+		imgs = slices.DeleteFunc(imgs, func(i state.Image) bool { return (i.Flag != "") != flagged })
+	}
 	out, err := s.tagStatus(imgs)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err)

@@ -12,8 +12,9 @@ import (
 )
 
 // TestListImagesFilters: GET /api/v1/images keeps the images of one state
-// (?state=) and of one repository (?repo=<upstream>/<repository>), both
-// at once; an unknown state is a 400. A repository is matched whole: one
+// (?state=), of one repository (?repo=<upstream>/<repository>) and
+// flagged or not (?flagged=), together; an unknown state or a flagged
+// that is not a boolean is a 400. A repository is matched whole: one
 // whose name only starts the same is not in it.
 func TestListImagesFilters(t *testing.T) {
 	a := newTestAPI(t)
@@ -32,6 +33,10 @@ func TestListImagesFilters(t *testing.T) {
 	app2 := put("docker.io", "library/app", "2", state.StateRejected)
 	appx := put("docker.io", "library/app-extra", "3", state.StateApproved)
 	ghcr := put("ghcr.io", "library/app", "4", state.StateApproved)
+	if _, err := a.store.Transition(mustRef(t, ghcr), state.Change{To: state.StateApproved, Actor: state.ActorPipeline, Action: "rescan", Reason: "new CVE",
+		Mutate: func(i *state.Image) error { i.Flag = "rescan: 1 new critical"; return nil }}); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		query string
@@ -44,6 +49,9 @@ func TestListImagesFilters(t *testing.T) {
 		{"?repo=ghcr.io/library/app", []string{ghcr}},
 		{"?repo=docker.io/library", nil},
 		{"?repo=quay.io/nothing", nil},
+		{"?state=approved&flagged=true", []string{ghcr}},
+		{"?state=approved&flagged=false", []string{app1, appx}},
+		{"?flagged=1&repo=docker.io/library/app", nil},
 	} {
 		code, body := a.call(t, bootstrap, http.MethodGet, "/api/v1/images"+tc.query, "")
 		if code != http.StatusOK {
@@ -65,7 +73,18 @@ func TestListImagesFilters(t *testing.T) {
 			t.Errorf("GET /api/v1/images%s: %v, want %v", tc.query, got, want)
 		}
 	}
-	if code, body := a.call(t, bootstrap, http.MethodGet, "/api/v1/images?state=nope", ""); code != http.StatusBadRequest {
-		t.Errorf("unknown state: %d %s", code, body)
+	for _, q := range []string{"?state=nope", "?flagged=yes"} {
+		if code, body := a.call(t, bootstrap, http.MethodGet, "/api/v1/images"+q, ""); code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", q, code, body)
+		}
 	}
+}
+
+func mustRef(t *testing.T, s string) state.Ref {
+	t.Helper()
+	r, err := state.ParseRef(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

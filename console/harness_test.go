@@ -67,7 +67,7 @@ type testEnv struct {
 	srv   *httptest.Server
 }
 
-func newEnv(t *testing.T, o envOptions) *testEnv {
+func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -135,7 +135,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 }
 
 // invoke calls the admin API in process as id and returns the answer.
-func (e *testEnv) invoke(t *testing.T, id admin.Identity, method, path string, body any) admin.Response {
+func (e *testEnv) invoke(t testing.TB, id admin.Identity, method, path string, body any) admin.Response {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -150,7 +150,7 @@ func (e *testEnv) invoke(t *testing.T, id admin.Identity, method, path string, b
 
 // asAdmin calls the admin API in process as the bootstrap admin and
 // fails on an error answer; out, if not nil, gets the JSON body.
-func (e *testEnv) asAdmin(t *testing.T, method, path string, body, out any) {
+func (e *testEnv) asAdmin(t testing.TB, method, path string, body, out any) {
 	t.Helper()
 	resp := e.invoke(t, admin.Identity{Name: admin.BootstrapIdentity, Role: admin.RoleAdmin}, method, path, body)
 	if err := resp.Err(); err != nil {
@@ -164,7 +164,7 @@ func (e *testEnv) asAdmin(t *testing.T, method, path string, body, out any) {
 }
 
 // token creates an API token and returns its secret.
-func (e *testEnv) token(t *testing.T, name string, role admin.Role) string {
+func (e *testEnv) token(t testing.TB, name string, role admin.Role) string {
 	t.Helper()
 	var got admin.TokenCreated
 	e.asAdmin(t, http.MethodPost, "/api/v1/tokens", admin.TokenRequest{Name: name, Role: role, Expires: "1d"}, &got)
@@ -189,7 +189,7 @@ type imageSpec struct {
 
 // image creates the image's record (as a pull would) and moves it to
 // its state (as the pipeline would), fetched, so that it can be approved.
-func (e *testEnv) image(t *testing.T, s imageSpec) state.Ref {
+func (e *testEnv) image(t testing.TB, s imageSpec) state.Ref {
 	t.Helper()
 	if s.upstream == "" {
 		s.upstream = "docker.io"
@@ -230,7 +230,7 @@ func (e *testEnv) image(t *testing.T, s imageSpec) state.Ref {
 }
 
 // imageState reads ref's state from the store.
-func (e *testEnv) imageState(t *testing.T, ref state.Ref) state.State {
+func (e *testEnv) imageState(t testing.TB, ref state.Ref) state.State {
 	t.Helper()
 	img, err := e.store.Image(ref)
 	if err != nil {
@@ -241,7 +241,7 @@ func (e *testEnv) imageState(t *testing.T, ref state.Ref) state.State {
 
 // decisions are the audit entries of ref made by people (not the
 // pipeline or a pull).
-func (e *testEnv) decisions(t *testing.T, ref state.Ref) []state.Entry {
+func (e *testEnv) decisions(t testing.TB, ref state.Ref) []state.Entry {
 	t.Helper()
 	all, err := e.store.Audit(ref.String(), 0)
 	if err != nil {
@@ -258,7 +258,7 @@ type browser struct {
 	csrf string
 }
 
-func (e *testEnv) browser(t *testing.T) *browser {
+func (e *testEnv) browser(t testing.TB) *browser {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
@@ -275,7 +275,7 @@ func (e *testEnv) browser(t *testing.T) *browser {
 }
 
 // signIn signs b in with token and reads the session's CSRF token.
-func (b *browser) signIn(t *testing.T, token string) *browser {
+func (b *browser) signIn(t testing.TB, token string) *browser {
 	t.Helper()
 	resp := b.post(t, "/ui/login", url.Values{"token": {token}}, nil)
 	if resp.status != http.StatusSeeOther || resp.header.Get("Location") != "/ui/" {
@@ -301,7 +301,7 @@ type page struct {
 	doc    *html.Node
 }
 
-func (b *browser) do(t *testing.T, req *http.Request) page {
+func (b *browser) do(t testing.TB, req *http.Request) page {
 	t.Helper()
 	resp, err := b.c.Do(req)
 	if err != nil {
@@ -321,7 +321,7 @@ func (b *browser) do(t *testing.T, req *http.Request) page {
 	return p
 }
 
-func (b *browser) get(t *testing.T, path string) page {
+func (b *browser) get(t testing.TB, path string) page {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, b.e.srv.URL+path, nil)
 	if err != nil {
@@ -332,7 +332,7 @@ func (b *browser) get(t *testing.T, path string) page {
 
 // post sends a form as is (add "csrf" for a signed-in form); hdr adds
 // headers (e.g. Sec-Fetch-Site).
-func (b *browser) post(t *testing.T, path string, form url.Values, hdr map[string]string) page {
+func (b *browser) post(t testing.TB, path string, form url.Values, hdr map[string]string) page {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, b.e.srv.URL+path, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -346,14 +346,14 @@ func (b *browser) post(t *testing.T, path string, form url.Values, hdr map[strin
 }
 
 // form is post with the session's CSRF token.
-func (b *browser) form(t *testing.T, path string, form url.Values) page {
+func (b *browser) form(t testing.TB, path string, form url.Values) page {
 	t.Helper()
 	form.Set("csrf", b.csrf)
 	return b.post(t, path, form, nil)
 }
 
 // act posts a decision with the session's CSRF token.
-func (b *browser) act(t *testing.T, image, action, reason string, extra url.Values) page {
+func (b *browser) act(t testing.TB, image, action, reason string, extra url.Values) page {
 	t.Helper()
 	form := url.Values{"reason": {reason}}
 	for k, v := range extra {
@@ -363,7 +363,7 @@ func (b *browser) act(t *testing.T, image, action, reason string, extra url.Valu
 }
 
 // want fails the test unless the answer's status is status.
-func (p page) want(t *testing.T, what string, status int) {
+func (p page) want(t testing.TB, what string, status int) {
 	t.Helper()
 	if p.status != status {
 		t.Fatalf("%s: status %d, want %d: %s", what, p.status, status, p.body)
@@ -371,7 +371,7 @@ func (p page) want(t *testing.T, what string, status int) {
 }
 
 // has fails unless the body contains every one of want.
-func (p page) has(t *testing.T, what string, want ...string) {
+func (p page) has(t testing.TB, what string, want ...string) {
 	t.Helper()
 	for _, w := range want {
 		if !strings.Contains(p.body, w) {
@@ -381,7 +381,7 @@ func (p page) has(t *testing.T, what string, want ...string) {
 }
 
 // lacks fails if the body contains any of bad.
-func (p page) lacks(t *testing.T, what string, bad ...string) {
+func (p page) lacks(t testing.TB, what string, bad ...string) {
 	t.Helper()
 	for _, b := range bad {
 		if strings.Contains(p.body, b) {
@@ -394,7 +394,7 @@ var idAttr = regexp.MustCompile(`\sid="([^"]*)"`)
 
 // uniqueIDs fails when two elements share an id (the DOM contract and
 // the labels rely on ids).
-func (p page) uniqueIDs(t *testing.T, what string) {
+func (p page) uniqueIDs(t testing.TB, what string) {
 	t.Helper()
 	seen := map[string]bool{}
 	for _, m := range idAttr.FindAllStringSubmatch(p.body, -1) {
@@ -445,7 +445,7 @@ func parseSelector(sel string) (tag, id, class, attr, val string) {
 }
 
 // attr is the attribute of the first element matching sel.
-func (p page) attr(t *testing.T, sel, name string) string {
+func (p page) attr(t testing.TB, sel, name string) string {
 	t.Helper()
 	n := p.find(sel)
 	if len(n) == 0 {

@@ -174,17 +174,90 @@ func (s *Store) Images(st State) ([]Image, error) {
 	var out []Image
 	err := s.db.View(func(tx kv.Tx) error {
 		return tx.Bucket(bucketImages).ForEach(func(k, v []byte) error {
+			if st != "" {
+				// Most records are in another state: read the state
+				// alone first (BenchmarkImagesByState).
+				got, err := recordState(v)
+				if err != nil {
+					return fmt.Errorf("decode image %s: %w", k, err)
+				}
+				if got != st {
+					return nil
+				}
+			}
 			var img Image
 			if err := json.Unmarshal(v, &img); err != nil {
 				return fmt.Errorf("decode image %s: %w", k, err)
 			}
-			if st == "" || img.State == st {
-				out = append(out, img)
-			}
+			out = append(out, img)
 			return nil
 		})
 	})
 	return out, err
+}
+
+// recordState reads the state of an encoded Image. encoding/json writes
+// fields in declaration order, so "state" comes within the first few
+// keys, after the Ref's plain strings: scanning those is a small part of
+// decoding the record. A record laid out otherwise (a nested value or an
+// escaped string first, "state" more than once) is decoded as a whole,
+// for its state alone.
+func recordState(v []byte) (State, error) {
+	stateKey := []byte(`"state"`)
+	i := 0
+	skip := func() {
+		for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == '\n' || v[i] == '\r') {
+			i++
+		}
+	}
+	// str reads a string without escapes at i; false when there is none.
+	str := func() ([]byte, bool) {
+		skip()
+		if i >= len(v) || v[i] != '"' {
+			return nil, false
+		}
+		end := bytes.IndexByte(v[i+1:], '"')
+		if end < 0 || bytes.IndexByte(v[i+1:i+1+end], '\\') >= 0 {
+			return nil, false
+		}
+		s := v[i+1 : i+1+end]
+		i += end + 2
+		return s, true
+	}
+	skip()
+	if i < len(v) && v[i] == '{' {
+		i++
+		for range 8 {
+			key, ok := str()
+			if skip(); !ok || i >= len(v) || v[i] != ':' {
+				break
+			}
+			i++
+			val, ok := str()
+			if !ok {
+				break
+			}
+			if string(key) == "state" {
+				if bytes.Count(v, stateKey) == 1 {
+					return State(val), nil
+				}
+				// The key again later (which encoding/json would
+				// take), or the word elsewhere: decode.
+				break
+			}
+			if skip(); i >= len(v) || v[i] != ',' {
+				break
+			}
+			i++
+		}
+	}
+	var head struct {
+		State State `json:"state"`
+	}
+	if err := json.Unmarshal(v, &head); err != nil {
+		return "", err
+	}
+	return head.State, nil
 }
 
 // Request makes sure ref has a record and, unless it is approved or waits
