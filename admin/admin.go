@@ -521,7 +521,14 @@ func (s *Server) action(do actionFunc) http.HandlerFunc {
 		}
 		if err != nil {
 			err = s.describeConflict(r, ref, err)
-			writeErr(w, statusOf(err), err)
+			status := statusOf(err)
+			if status < http.StatusInternalServerError {
+				// A refused decision (the same approver again, an image
+				// in the wrong state) is a denied action: who tried.
+				s.log.Warn("admin API: action refused", "identity", actor, "method", r.Method, "path", r.URL.Path,
+					"image", ref.String(), "status", status, "error", err)
+			}
+			writeErr(w, status, err)
 			return
 		}
 		res := ActionResult{Image: img, Message: msg}

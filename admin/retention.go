@@ -25,7 +25,8 @@ func (s *Server) retentionRoutes(api *mux.Router) {
 }
 
 // runGC runs retention and the garbage collector and answers with its
-// retention.Result; ?dry_run=true only says what it would do.
+// retention.Result; ?dry_run=true only says what it would do. The images
+// it purges are audited with the caller as actor.
 func (s *Server) runGC(w http.ResponseWriter, r *http.Request) {
 	if s.gc == nil {
 		writeErr(w, http.StatusNotFound, errors.New("garbage collection is not enabled on this instance"))
@@ -40,7 +41,7 @@ func (s *Server) runGC(w http.ResponseWriter, r *http.Request) {
 		}
 		dry = b
 	}
-	res, err := s.gc.Run(r.Context(), dry)
+	res, err := s.gc.RunBy(r.Context(), dry, IdentityOf(r).Name)
 	switch {
 	case errors.Is(err, retention.ErrBusy):
 		writeErr(w, http.StatusConflict, err)

@@ -21,7 +21,9 @@
 //     browser already had, and one identity's sessions are bounded
 //     (state.MaxSessionsPerIdentity), so signing in in a loop ends only
 //     its own oldest sessions.
-//   - Every form carries the session's CSRF token ("csrf"); a POST without
+//   - Every form of a signed-in page carries the session's CSRF token
+//     ("csrf"); the sign-in form, before any session, is guarded by the
+//     cross-origin check every POST passes first. A POST without
 //     the right one is refused (403) before anything runs.
 //   - Upstream-controlled strings (image names, annotations, package names,
 //     CVE texts) are attacker-controlled: pages are html/template, the

@@ -104,7 +104,7 @@ func TestQueue(t *testing.T) {
 			t.Errorf("state cell %q", got)
 		}
 		row := textOf(p.find("tr[data-image=" + awaiting + "]")[0])
-		for _, want := range []string{"docker.io", "3.20", "manual policy", "1 critical", "3 low"} {
+		for _, want := range []string{"docker.io", "3.20", "manual policy", "1 critical", "3 low", "just now"} {
 			if !strings.Contains(row, want) {
 				t.Errorf("row %q lacks %q", row, want)
 			}

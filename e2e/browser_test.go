@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -319,6 +320,18 @@ func (tb *tab) screenshot(name string) string {
 	}
 	t.Logf("screenshot: %s", p)
 	return p
+}
+
+// mustScreenshot is screenshot for the screenshots a test promises (the
+// issue asks for the queue and the image page, for review): one that is
+// not saved as a PNG fails the test.
+func (tb *tab) mustScreenshot(name string) {
+	tb.b.t.Helper()
+	p := tb.screenshot(name)
+	b, err := os.ReadFile(p)
+	if p == "" || err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 1024 {
+		tb.b.t.Errorf("screenshot %s was not saved as a PNG (%q, %d bytes, %v)", name, p, len(b), err)
+	}
 }
 
 // cookies returns the browser's cookies for u.

@@ -476,7 +476,7 @@ func TestConsoleHostileSBOM(t *testing.T) {
 	adm := br.person("admin")
 	signIn(adm, al, adminToken, "admin", "admin")
 	adm.run("queue row", chromedp.WaitVisible(chromedp.CSS(rowOf(image))))
-	adm.screenshot("queue")
+	adm.mustScreenshot("queue")
 	adm.navigate(al.AdminURL + "/ui/images/" + image)
 	adm.run("packages table", chromedp.WaitVisible(chromedp.CSS("table#packages")))
 
@@ -506,7 +506,7 @@ func TestConsoleHostileSBOM(t *testing.T) {
 	if n := adm.count(`table#vulns tr.vuln[data-severity="Critical"]`); n == 0 {
 		t.Errorf("the image page lists no critical vulnerability; want CVE-2026-2001 in libc6")
 	}
-	adm.screenshot("image-page-with-vulnerabilities")
+	adm.mustScreenshot("image-page-with-vulnerabilities")
 	if d := adm.openedDialogs(); len(d) != 0 {
 		t.Errorf("the page opened JavaScript dialogs: %q", d)
 	}

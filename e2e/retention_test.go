@@ -187,7 +187,8 @@ func (a *Airlock) retentionState(t testing.TB, image string) retentionDetail {
 // TestRetentionGC: two approved, pulled images share a base layer; one is
 // revoked and denied_after makes it purgeable. The dry run lists exactly
 // that purge and the bytes it frees and changes nothing; the run purges it
-// (state purged, reason, audit by "retention"), deletes its own blobs and
+// (state purged, reason, audited as the admin who asked for the run),
+// deletes its own blobs and
 // keeps the shared one, and the kept image is still served byte for byte.
 // A pull of the purged digest is refused and the image runs the pipeline
 // again; approved again, it is served byte for byte. A pinned image is
@@ -282,9 +283,9 @@ func TestRetentionGC(t *testing.T) {
 		t.Errorf("after gc: %s is %s (%s), want purged by denied_after", dropImage, d.Image.State, d.Image.Reason)
 	}
 	audit := al.audit(t, dropImage)
-	if len(audit) != auditBefore+1 || audit[0].Action != "purge" || audit[0].Actor != "retention" ||
+	if len(audit) != auditBefore+1 || audit[0].Action != "purge" || audit[0].Actor != "admin" ||
 		audit[0].From != "revoked" || audit[0].To != "purged" || !strings.Contains(audit[0].Reason, "denied_after") {
-		t.Errorf("after gc: audit %+v, want one new purge entry by retention", audit)
+		t.Errorf("after gc: audit %+v, want one new purge entry by admin (who ran gc)", audit)
 	}
 	assertStored(t, cs, "purged image's own blobs", false, dropOwn...)
 	assertStored(t, cs, "shared base layer and kept image", true, append([]string{shared}, keepOwn...)...)
@@ -493,7 +494,7 @@ func TestRetentionKillMidGC(t *testing.T) {
 	if n := len(al2.images(t, "purged")); n != nDrop {
 		t.Errorf("after the kill: %d images purged, want %d", n, nDrop)
 	}
-	if a := al2.audit(t, drop[nDrop-1].image); len(a) == 0 || a[0].Action != "purge" || a[0].Actor != "retention" {
+	if a := al2.audit(t, drop[nDrop-1].image); len(a) == 0 || a[0].Action != "purge" || a[0].Actor != "admin" {
 		t.Errorf("after the kill: audit of %s: %+v", drop[nDrop-1].image, a)
 	}
 	for _, k := range keep {

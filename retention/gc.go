@@ -108,8 +108,19 @@ func New(st *state.Store, cs *content.Store, rules config.Retention, opts ...Opt
 
 // Run applies the retention rules and sweeps unreferenced content; with
 // dryRun it changes nothing and says what it would do. It fails with
-// ErrBusy while another run (of any replica) is under way.
+// ErrBusy while another run (of any replica) is under way. Its purges are
+// audited with the actor state.ActorRetention.
 func (c *Collector) Run(ctx context.Context, dryRun bool) (Result, error) {
+	return c.RunBy(ctx, dryRun, "")
+}
+
+// RunBy is Run asked for by a person (POST /api/v1/gc): its purges are
+// audited with actor as who did them, the rule that chose each in the
+// reason. An empty actor is state.ActorRetention (the scheduled runs).
+func (c *Collector) RunBy(ctx context.Context, dryRun bool, actor string) (Result, error) {
+	if actor == "" {
+		actor = state.ActorRetention
+	}
 	start := time.Now()
 	res := Result{DryRun: dryRun, Started: c.now().UTC(), MaxBytes: int64(c.rules.MaxBytes), Purges: []Purge{}}
 	run, err := c.hold(ctx, state.GCLease)
@@ -153,7 +164,7 @@ func (c *Collector) Run(ctx context.Context, dryRun bool) (Result, error) {
 
 	applied := res.Purges[:0]
 	for _, pg := range res.Purges {
-		_, err := c.store.Purge(pg.ref, state.PurgeCheck{From: []state.State{pg.State}, LastPulled: pg.LastPulled}, state.ActorRetention, pg.Reason)
+		_, err := c.store.Purge(pg.ref, state.PurgeCheck{From: []state.State{pg.State}, LastPulled: pg.LastPulled}, actor, pg.Reason)
 		switch {
 		case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrRetained), errors.Is(err, state.ErrNotFound):
 			res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %v", pg.Image, err))
@@ -162,7 +173,7 @@ func (c *Collector) Run(ctx context.Context, dryRun bool) (Result, error) {
 			return res, fmt.Errorf("gc: purge %s: %w", pg.Image, err)
 		}
 		imagesPurged.WithLabelValues(pg.Rule).Inc()
-		c.log.Info("retention: image purged", "image", pg.Image, "rule", pg.Rule, "reason", pg.Reason, "bytes", pg.Bytes)
+		c.log.Info("retention: image purged", "image", pg.Image, "rule", pg.Rule, "reason", pg.Reason, "bytes", pg.Bytes, "actor", actor)
 		applied = append(applied, pg)
 	}
 	res.Purges = applied
