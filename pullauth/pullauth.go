@@ -416,6 +416,12 @@ func (a *Authenticator) Authenticate(r *http.Request, repository string) (string
 	case strings.EqualFold(scheme, "Bearer"):
 		p, err := a.verify(strings.TrimSpace(cred), repository)
 		if err != nil {
+			if p.name != "" && !errors.Is(err, ErrUnavailable) {
+				// A genuine token used beyond its scope or after its
+				// credential was revoked: who. (Forged, expired and
+				// malformed tokens name nobody and are not logged.)
+				a.log.Warn("registry pull refused", "user", p.name, "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+			}
 			return "", err
 		}
 		return p.String(), nil

@@ -1,6 +1,7 @@
 package pullauth
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -636,5 +638,40 @@ func TestChallenge(t *testing.T) {
 	}
 	if _, err := New(config.RegistryAuth{Htpasswd: filepath.Join(t.TempDir(), "missing")}, f.store); err == nil || !strings.Contains(err.Error(), "registry.auth.htpasswd") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestRefusedBearerLogged: a bearer token Airlock issued, refused because
+// it does not cover the repository or its credential was revoked, is
+// logged with whom it was issued to; a forged one names nobody and is
+// not logged.
+func TestRefusedBearerLogged(t *testing.T) {
+	var logs bytes.Buffer
+	f := newFixture(t)
+	f.a.log = slog.New(slog.NewTextHandler(&logs, nil))
+	secret := f.apiToken(t, "node1", "puller", f.clk.now().Add(time.Hour))
+	nodeBearer := f.bearer(t, f.a, "node1", secret, "a")
+	aliceBearer := f.bearer(t, f.a, "alice", "alice-pw", "a")
+
+	for _, tc := range []struct {
+		name, bearer, repo, want string
+	}{
+		{"another repository", aliceBearer, "b", `msg="registry pull refused" user=alice`},
+		{"forged", "airlock.e30.AAAA", "a", ""},
+		{"revoked credential", nodeBearer, "a", `msg="registry pull refused" user=node1`},
+	} {
+		if tc.name == "revoked credential" {
+			if _, err := f.store.RevokeToken("node1", "admin"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		logs.Reset()
+		if _, err := check(f.a, "Bearer "+tc.bearer, tc.repo); !errors.Is(err, ErrUnauthorized) {
+			t.Fatalf("%s: %v, want refused", tc.name, err)
+		}
+		got := logs.String()
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%s: logged %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -73,7 +73,9 @@ func mac(key []byte, signed string) []byte {
 }
 
 // verify checks a bearer token: signature, audience, times, that it covers
-// repository (unless ""), and that its credential is still valid.
+// repository (unless ""), and that its credential is still valid. When a
+// token Airlock signed is refused for its scope or its credential, the
+// principal names whom it was issued to (the refusal is logged so).
 func (a *Authenticator) verify(tok, repository string) (principal, error) {
 	bad := func(why string) (principal, error) {
 		return principal{}, refuse(ErrUnauthorized, "bearer token %s; log in again", why)
@@ -109,19 +111,21 @@ func (a *Authenticator) verify(tok, repository string) (principal, error) {
 		return bad("expired")
 	case time.Unix(c.IssuedAt, 0).After(now.Add(clockSkew)):
 		return bad("is issued in the future")
-	case repository != "" && !slices.Contains(c.Repos, repository):
-		return principal{}, refuse(ErrUnauthorized, "bearer token does not cover repository %s; ask /token with scope repository:%s:pull", repository, repository)
 	}
 	p := principal{name: c.Subject, src: c.Source, fp: c.Fingerprint}
+	if repository != "" && !slices.Contains(c.Repos, repository) {
+		return p, refuse(ErrUnauthorized, "bearer token does not cover repository %s; ask /token with scope repository:%s:pull", repository, repository)
+	}
 	switch c.Source {
 	case srcHtpasswd:
 		hash, known := a.users.user(c.Subject)
 		if !known || fingerprint(hash) != c.Fingerprint {
-			return bad("belongs to a user whose password changed or who was removed")
+			_, err := bad("belongs to a user whose password changed or who was removed")
+			return p, err
 		}
 	case srcToken:
 		if err := a.tokenStillValid(c); err != nil {
-			return principal{}, err
+			return p, err
 		}
 	default:
 		return bad("is malformed")
