@@ -326,6 +326,20 @@ signing:
 		t.Fatalf("no signature digest in the record: %v", err)
 	}
 	sigDigest := signedRec.Image.Signed.Sig.Digest
+
+	// The console's image page shows this evidence from the real pipeline:
+	// the publisher's signature verified under the required rule, and
+	// Airlock's signature and attestations by the digests served.
+	adm := startBrowser(t).person("admin")
+	signIn(adm, al, adminToken, "admin", "admin")
+	adm.navigate(al.AdminURL + "/ui/images/" + signedApp)
+	if got := adm.text("#signatures"); !strings.Contains(got, "verified") || strings.Contains(got, "not verified") || !strings.Contains(got, "required") {
+		t.Errorf("the image page's upstream signatures read %q, want verified (mode required)", got)
+	}
+	if got := adm.text("#attestations"); !strings.Contains(got, sigDigest) || !strings.Contains(got, signedRec.Image.Signed.Att.Digest) {
+		t.Errorf("the image page's attestations read %q, want the .sig %s and .att %s", got, sigDigest, signedRec.Image.Signed.Att.Digest)
+	}
+	adm.mustScreenshot("image-page-signed")
 	if r := al.getManifest(t, "signed/app", sigDigest); r.Status != 200 {
 		t.Fatalf("signature manifest by digest while approved = %d", r.Status)
 	}
