@@ -111,6 +111,8 @@ type Server struct {
 	log     *slog.Logger
 	tmpDir  string
 	pubKey  []byte
+	// settings is the redacted configuration (WithSettings), nil without.
+	settings []byte
 
 	// upstreams maps configured upstream names and aliases to names;
 	// nil when WithUpstreams was not given. See checkUpstream.
@@ -198,6 +200,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/watches", s.addWatch).Methods(http.MethodPost)
 	api.HandleFunc("/watches/{image:.+}", s.removeWatch).Methods(http.MethodDelete)
 	api.HandleFunc("/keys/public", s.publicKey).Methods(http.MethodGet)
+	api.HandleFunc("/settings", s.settingsYAML).Methods(http.MethodGet)
 	api.HandleFunc("/tokens", s.listTokens).Methods(http.MethodGet)
 	api.HandleFunc("/tokens", s.createToken).Methods(http.MethodPost)
 	api.HandleFunc("/tokens/{name}", s.revokeToken).Methods(http.MethodDelete)

@@ -22,7 +22,8 @@ const (
 	// RoleApprover also decides on images: approve, revoke, rescan, pin, unpin.
 	RoleApprover Role = "approver"
 	// RoleAdmin also manages tokens, imports the vulnerability DB, reloads
-	// malware signatures, runs the garbage collector and adds or removes watches.
+	// malware signatures, runs the garbage collector, adds or removes
+	// watches and reads the settings (GET /api/v1/settings).
 	RoleAdmin Role = "admin"
 )
 
@@ -78,6 +79,7 @@ var routeRoles = map[string]Role{
 	"POST /api/v1/gc":                               RoleAdmin,
 	"POST /api/v1/watches":                          RoleAdmin,
 	"DELETE /api/v1/watches/{image:.+}":             RoleAdmin,
+	"GET /api/v1/settings":                          RoleAdmin,
 	"GET /api/v1/tokens":                            RoleAdmin,
 	"POST /api/v1/tokens":                           RoleAdmin,
 	"DELETE /api/v1/tokens/{name}":                  RoleAdmin,

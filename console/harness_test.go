@@ -78,7 +78,9 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	t.Cleanup(func() { st.Close() })
 	e := &testEnv{store: st}
 	engine := gate.New(st, o.gate, nil, gate.WithLogger(quiet))
-	opts := []admin.Option{admin.WithLogger(quiet)}
+	settings := *config.Default()
+	settings.Admin.Token = "settings-token-hunter2"
+	opts := []admin.Option{admin.WithLogger(quiet), admin.WithSettings(settings)}
 	if o.scanning {
 		if e.cs, err = content.New(context.Background(), "filesystem", map[string]any{"rootdirectory": filepath.Join(dir, "content")}); err != nil {
 			t.Fatal(err)

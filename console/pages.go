@@ -36,6 +36,7 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("GET /ui/watches/remove", c.authed(c.confirmRemoveWatch))
 	mux.Handle("POST /ui/watches/remove", c.authed(c.removeWatch))
 	mux.Handle("GET /ui/events", c.authed(c.eventsPage))
+	mux.Handle("GET /ui/settings", c.authed(c.settingsPage))
 	mux.Handle("GET /ui/tokens", c.authed(c.tokensPage))
 	mux.Handle("POST /ui/tokens", c.authed(c.createToken))
 	mux.Handle("GET /ui/tokens/revoke", c.authed(c.confirmRevokeToken))
@@ -592,4 +593,16 @@ func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Info("console: token revoked", "identity", sessionOf(r).id.Name, "token", name)
 	http.Redirect(w, r, "/ui/tokens?done=revoked", http.StatusSeeOther)
+}
+
+// settingsPage is GET /ui/settings: the running configuration, secrets
+// redacted, as GET /api/v1/settings answers it (admins only: the API
+// refuses anyone else, and the page shows its refusal).
+func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request) {
+	resp := c.api.Invoke(r.Context(), sessionOf(r).identity(), http.MethodGet, "/api/v1/settings", nil, "")
+	if err := resp.Err(); err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "settings", "Settings", string(resp.Body))
 }

@@ -437,6 +437,22 @@ func TestTokensPage(t *testing.T) {
 	}
 }
 
+// TestSettingsPage: an admin sees the running configuration without its
+// secrets (and a Settings link); a viewer gets neither (the API's 403).
+func TestSettingsPage(t *testing.T) {
+	e := pagesEnv(t)
+	root := e.browser(t).signIn(t, bootstrapToken)
+	viewer := e.browser(t).signIn(t, e.token(t, "vera", admin.RoleViewer))
+
+	p := root.get(t, "/ui/settings")
+	p.want(t, "settings page", http.StatusOK)
+	p.has(t, "settings page", `<pre id="settings">`, "approvals_required: 1", "token: REDACTED", `href="/ui/settings" aria-current="page"`)
+	p.lacks(t, "settings page", "hunter2")
+	p.uniqueIDs(t, "settings page")
+	viewer.get(t, "/ui/settings").want(t, "viewer's settings page", http.StatusForbidden)
+	viewer.get(t, "/ui/").lacks(t, "viewer's navigation", `href="/ui/settings"`)
+}
+
 // TestDBPage: the DB status, and an admin's import of a real grype
 // database streamed through the console to the API; refusals import
 // nothing.

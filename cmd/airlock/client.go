@@ -240,6 +240,9 @@ func adminCommand(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return imagesPulls(c, img, *asJSON, stdout)
+	case "settings":
+		// The running configuration, secrets redacted (admins only).
+		return c.raw(http.MethodGet, "/api/v1/settings", nil, stdout)
 	case "images sbom":
 		img, err := needImage()
 		if err != nil {

@@ -41,6 +41,7 @@ Usage:
   airlock tokens create|list|revoke         API tokens with a role (viewer, approver, admin,
                                             puller);
                                             see airlock tokens --help
+  airlock settings                          the running configuration, secrets redacted (admin)
   airlock images vulns IMAGE                show an image's vulnerabilities and policy decision
   airlock images sbom IMAGE [--format spdx|syft] [--platform P]
                                             print an image's SBOM
@@ -114,7 +115,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return tokensCommand(args[1:], stdout, stderr) // tokens.go
 	case "state":
 		return stateCommand(args[1:], stdout, stderr)
-	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve", "malware":
+	case "images", "approve", "revoke", "rescan", "audit", "jobs", "db", "cve", "malware", "settings":
 		return adminCommand(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -254,6 +254,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		opts = append(opts, admin.WithEvents(deliverer))
 		opts = append(opts, admin.WithWatches(watches))
+		opts = append(opts, admin.WithSettings(*cfg))
 		adm, err := admin.New(engine, store, cfg.Admin.Token, opts...)
 		if err != nil {
 			return err
