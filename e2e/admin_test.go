@@ -48,6 +48,12 @@ func TestAdminAPI(t *testing.T) {
 	case strings.Contains(log, wrongToken):
 		t.Errorf("airlock logged the wrong token it was sent")
 	}
+	// The running configuration, as an admin sees it: the admin token is
+	// not in it (nor the state DSN's password on PostgreSQL).
+	if out, err := al.cli(t, "settings"); err != nil || !strings.Contains(out, "approvals_required:") ||
+		!strings.Contains(out, "upstreams:") || strings.Contains(out, adminToken) {
+		t.Errorf("airlock settings: %v\n%s", err, out)
+	}
 	// The CLI with a wrong token fails.
 	cmdOut, err := al.cli(t, "images", "list", "--admin-url", al.AdminURL, "--token-file", writeTemp(t, "tok", wrongToken))
 	if err == nil || !strings.Contains(cmdOut, "401") {
