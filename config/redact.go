@@ -30,14 +30,7 @@ func (c Config) Redacted() Config {
 	}
 	c.State.DSN = redactDSN(c.State.DSN)
 	if c.Storage.Parameters != nil {
-		params := make(map[string]any, len(c.Storage.Parameters))
-		for k, v := range c.Storage.Parameters {
-			if secretParam.MatchString(k) {
-				v = Redacted
-			}
-			params[k] = v
-		}
-		c.Storage.Parameters = params
+		c.Storage.Parameters = redactParams(c.Storage.Parameters)
 	}
 	c.Upstreams = append([]Upstream(nil), c.Upstreams...)
 	for i := range c.Upstreams {
@@ -49,6 +42,24 @@ func (c Config) Redacted() Config {
 		c.Events.Webhooks[i].URL = redactWebhook(c.Events.Webhooks[i].URL)
 	}
 	return c
+}
+
+// redactParams copies driver parameters with the values of credential
+// names hidden, in nested maps too.
+func redactParams(in map[string]any) map[string]any {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		switch {
+		case secretParam.MatchString(k):
+			v = Redacted
+		default:
+			if m, ok := v.(map[string]any); ok {
+				v = redactParams(m)
+			}
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // redactDSN hides the password of a URL or key=value DSN.

@@ -195,6 +195,9 @@ func TestRedactedParts(t *testing.T) {
 			return fmt.Sprintf("%v %v %v %v %v", c.Storage.Parameters["accesskey"], c.Storage.Parameters["secretkey"], c.Storage.Parameters["sessiontoken"],
 				c.Storage.Parameters["bucket"], c.Storage.Parameters["region"])
 		}, "REDACTED REDACTED REDACTED airlock eu-1"},
+		{"nested credentials", func(c *Config) {
+			c.Storage.Parameters = map[string]any{"auth": map[string]any{"password": "hunter2", "user": "a"}}
+		}, func(c Config) string { return fmt.Sprint(c.Storage.Parameters["auth"]) }, "map[password:REDACTED user:a]"},
 		{"admin token", func(c *Config) { c.Admin.Token = "hunter2" }, func(c Config) string { return c.Admin.Token }, "REDACTED"},
 		{"no admin token", func(c *Config) {}, func(c Config) string { return c.Admin.Token }, ""},
 	} {
