@@ -1,37 +1,22 @@
 package admin
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/internal/logtest"
 	"github.com/airlockproxy/airlock/storage/state"
 )
 
-// lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// records returns the JSON log records written so far.
-func (l *lockedBuffer) records(t *testing.T) []map[string]any {
+// records returns the JSON log records written to logs so far.
+func records(t *testing.T, logs *logtest.Buffer) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(l.b.String()), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
 		if line == "" {
 			continue
 		}
@@ -50,7 +35,7 @@ func (l *lockedBuffer) records(t *testing.T) []map[string]any {
 // decision the state refuses (the same approver again under four eyes).
 func TestDeniedActionsLogged(t *testing.T) {
 	a := newTestAPI(t, config.Gate{ApprovalsRequired: 2})
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	a.api.log = slog.New(slog.NewJSONHandler(logs, nil))
 	vera := a.token(t, "vera", RoleViewer)
 	alice := a.token(t, "alice", RoleApprover)
@@ -73,19 +58,19 @@ func TestDeniedActionsLogged(t *testing.T) {
 		{"first approval", alice, http.StatusAccepted, "", ""},
 		{"same approver again", alice, http.StatusConflict, "alice", "admin API: action refused"},
 	} {
-		before := len(logs.records(t))
+		before := len(records(t, logs))
 		code, body := a.call(t, tc.token, http.MethodPost, "/api/v1/approve", approve)
 		if code != tc.status {
 			t.Fatalf("%s: %d %s, want %d", tc.name, code, body, tc.status)
 		}
 		var found bool
-		for _, rec := range logs.records(t)[before:] {
+		for _, rec := range records(t, logs)[before:] {
 			if rec["msg"] == tc.event && rec["identity"] == tc.identity && rec["path"] == "/api/v1/approve" {
 				found = true
 			}
 		}
 		if tc.event != "" && !found {
-			t.Errorf("%s: no %q log record with identity %q; logged: %v", tc.name, tc.event, tc.identity, logs.records(t)[before:])
+			t.Errorf("%s: no %q log record with identity %q; logged: %v", tc.name, tc.event, tc.identity, records(t, logs)[before:])
 		}
 	}
 }

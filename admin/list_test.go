@@ -18,7 +18,7 @@ import (
 // whose name only starts the same is not in it.
 func TestListImagesFilters(t *testing.T) {
 	a := newTestAPI(t)
-	put := func(upstream, repo, seed string, to state.State) string {
+	put := func(upstream, repo, seed string, to state.State) state.Ref {
 		t.Helper()
 		ref := state.Ref{Upstream: upstream, Repository: repo, Digest: digest.FromString(seed)}
 		if _, _, err := a.store.Request(ref, "pull"); err != nil {
@@ -27,13 +27,14 @@ func TestListImagesFilters(t *testing.T) {
 		if _, err := a.store.Transition(ref, state.Change{To: to, Actor: state.ActorPipeline, Action: "test", Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
-		return ref.String()
+		return ref
 	}
-	app1 := put("docker.io", "library/app", "1", state.StateApproved)
-	app2 := put("docker.io", "library/app", "2", state.StateRejected)
-	appx := put("docker.io", "library/app-extra", "3", state.StateApproved)
-	ghcr := put("ghcr.io", "library/app", "4", state.StateApproved)
-	if _, err := a.store.Transition(mustRef(t, ghcr), state.Change{To: state.StateApproved, Actor: state.ActorPipeline, Action: "rescan", Reason: "new CVE",
+	app1 := put("docker.io", "library/app", "1", state.StateApproved).String()
+	app2 := put("docker.io", "library/app", "2", state.StateRejected).String()
+	appx := put("docker.io", "library/app-extra", "3", state.StateApproved).String()
+	ghcrRef := put("ghcr.io", "library/app", "4", state.StateApproved)
+	ghcr := ghcrRef.String()
+	if _, err := a.store.Transition(ghcrRef, state.Change{To: state.StateApproved, Actor: state.ActorPipeline, Action: "rescan", Reason: "new CVE",
 		Mutate: func(i *state.Image) error { i.Flag = "rescan: 1 new critical"; return nil }}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +79,4 @@ func TestListImagesFilters(t *testing.T) {
 			t.Errorf("%s: %d %s, want 400", q, code, body)
 		}
 	}
-}
-
-func mustRef(t *testing.T, s string) state.Ref {
-	t.Helper()
-	r, err := state.ParseRef(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }

@@ -188,9 +188,6 @@ func (c *Console) queue(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, img := range out.Images {
-			if st == state.StateApproved && img.Flag == "" {
-				continue
-			}
 			d.Total++
 			upstreams[img.Upstream] = true
 			if row := newQueueRow(img); f.match(row) {

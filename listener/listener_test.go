@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -18,35 +17,18 @@ import (
 	"time"
 
 	"github.com/airlockproxy/airlock/config"
+	"github.com/airlockproxy/airlock/internal/logtest"
 	"github.com/airlockproxy/airlock/internal/tlstest"
 )
 
 // testInterval is the file check interval of the tests' listeners.
 const testInterval = 20 * time.Millisecond
 
-// logBuffer is a log destination safe for the server's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // server is a listener under test with an HTTP server on it.
 type server struct {
 	addr  string
 	files config.TLS
-	log   *logBuffer
+	log   *logtest.Buffer
 	hits  atomic.Int64 // requests the handler saw
 }
 
@@ -55,7 +37,7 @@ type server struct {
 func start(t *testing.T, pair *tlstest.Pair, clientCA *tlstest.CA, o Options) *server {
 	t.Helper()
 	dir := t.TempDir()
-	s := &server{log: &logBuffer{}}
+	s := &server{log: &logtest.Buffer{}}
 	s.files = config.TLS{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
 	pair.WriteTo(t, s.files.CertFile, s.files.KeyFile)
 	if clientCA != nil {
